@@ -1,0 +1,54 @@
+# Quickstart: `make demo` and `make test`. Both set up .venv (pinned) and system packages.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := $(VENV)/.system-deps
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast lint eval train samples clean
+
+setup: $(STAMP) $(SYSTEM_STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(SYSTEM_STAMP): scripts/system-deps.sh | $(STAMP)
+	scripts/system-deps.sh
+	touch $@
+
+demo: setup
+	@set -e; trap '$(BIN)/moderation dev down >/dev/null' EXIT; \
+	$(BIN)/moderation dev up; \
+	eval "$$($(BIN)/moderation dev env)"; \
+	$(BIN)/moderation moderate samples/*
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check moderation tests
+	$(BIN)/mypy
+
+eval: setup
+	$(BIN)/moderation models eval
+
+train: setup
+	$(BIN)/moderation models train
+
+samples: setup
+	$(BIN)/moderation models render-samples --out samples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

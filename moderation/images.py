@@ -1,0 +1,113 @@
+"""Safe image decoding and model preprocessing (Pillow and numpy only, no I/O).
+
+Decoding enforces limits on encoded bytes, pixel count and frame count before Pillow
+allocates the full image, applies the EXIF orientation, and flattens any mode (palette,
+CMYK, 16-bit, alpha) to RGB on white. Preprocessing matches CLIP: resize the shorter side,
+centre-crop, scale to [0, 1], normalise per channel.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from moderation.errors import ImageError
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_frames: int = 100
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a bundle turns an RGB image into model input ``[3, size, size]`` float32."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: str = "bicubic"
+
+
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Decode encoded image bytes to an RGB image, or raise ``ImageError`` with a reason."""
+    if not data:
+        raise ImageError("empty_image", "image is 0 bytes")
+    if len(data) > limits.max_bytes:
+        raise ImageError("image_too_large",
+                         f"image is {len(data)} bytes, limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                raise ImageError("too_many_pixels",
+                                 f"image is {w}x{h} pixels, limit is {limits.max_pixels}")
+            frames = getattr(img, "n_frames", 1)
+            if frames > limits.max_frames:
+                raise ImageError("too_many_frames",
+                                 f"image has {frames} frames, limit is {limits.max_frames}")
+            img.load()  # first frame only
+            img = ImageOps.exif_transpose(img) or img
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise ImageError("undecodable_image", f"not a decodable image: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError("corrupt_image", f"corrupt or truncated image: {exc}") from exc
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparency is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = float(arr.max()) or 1.0
+        img = Image.fromarray((arr * (255.0 / max(peak, 255.0))).astype(np.uint8), "L")
+    if img.mode == "P" or img.mode == "LA" or "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa", "PA"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_center_crop(img: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
+    """Resize so the shorter side is ``size``, then take the centre ``size`` x ``size``."""
+    w, h = img.size
+    scale = size / min(w, h)
+    # truncation, as torchvision and transformers compute the longer side
+    nw, nh = max(size, int(w * scale)), max(size, int(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), RESAMPLE[resample])
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
+    """An RGB image of ``spec.size`` squared to normalised CHW float32."""
+    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess(img: Image.Image, spec: Preprocess) -> np.ndarray:
+    return to_tensor(resize_center_crop(to_rgb(img), spec.size, spec.resample), spec)

@@ -1,0 +1,1 @@
+"""Model bundles: manifest, loader, towers, training, evaluation and export."""

@@ -1,0 +1,120 @@
+"""Embeddings x policy matrix -> verdicts. Pure, vectorised numpy; no I/O.
+
+The rule, per image and policy (all vectors L2-normalised, so dot product = cosine):
+
+    score   = max over the policy's prompts of cos(image, prompt)
+    counter = max over its counter-prompts of cos(image, counter_prompt)  (-inf if none)
+    flagged = score >= threshold and score > counter
+
+An image's decision is ``flag`` when any policy flags it, else ``allow``. The counter-prompt
+term vetoes a flag when the image looks more like the named benign look-alike (a fork and
+knife, a soda cup) than like the policy's content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from moderation.policy import PolicySet
+
+
+@dataclass(frozen=True)
+class PolicyMatrix:
+    """A policy set compiled against one embedding model."""
+
+    names: tuple[str, ...]
+    thresholds: np.ndarray  # [K]
+    prompts: tuple[tuple[str, ...], ...]  # per policy
+    prompt_emb: np.ndarray  # [P, D], grouped by policy
+    prompt_index: np.ndarray  # [K, maxP] rows into prompt_emb, -1 = padding
+    counter_emb: np.ndarray  # [C, D]
+    counter_index: np.ndarray  # [K, maxC] rows into counter_emb, -1 = padding
+
+
+def _index(groups: Sequence[int]) -> np.ndarray:
+    width = max([1, *groups])
+    idx = np.full((len(groups), width), -1, np.int64)
+    start = 0
+    for k, n in enumerate(groups):
+        idx[k, :n] = np.arange(start, start + n)
+        start += n
+    return idx
+
+
+def compile_policies(policies: PolicySet, embeddings: Mapping[str, np.ndarray]) -> PolicyMatrix:
+    """Gather each prompt's embedding (``embeddings`` maps text -> [D]) into matrices."""
+    ps = policies.policies
+    prompt_texts = [t for p in ps for t in p.prompts]
+    counter_texts = [t for p in ps for t in p.counter_prompts]
+    dim = len(next(iter(embeddings.values())))
+
+    def stack(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, dim), np.float32)
+        return np.stack([np.asarray(embeddings[t], np.float32) for t in texts])
+
+    return PolicyMatrix(
+        names=tuple(p.name for p in ps),
+        thresholds=np.array([p.threshold for p in ps], np.float32),
+        prompts=tuple(p.prompts for p in ps),
+        prompt_emb=stack(prompt_texts),
+        prompt_index=_index([len(p.prompts) for p in ps]),
+        counter_emb=stack(counter_texts),
+        counter_index=_index([len(p.counter_prompts) for p in ps]),
+    )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per image (rows) and policy (columns)."""
+
+    score: np.ndarray  # [B, K] best prompt cosine
+    top_prompt: np.ndarray  # [B, K] index into the policy's prompts
+    counter: np.ndarray  # [B, K] best counter-prompt cosine, -inf when none
+    flagged: np.ndarray  # [B, K] bool
+
+
+def _grouped_max(sims: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max and argmax of ``sims[:, index[k]]`` per group k, ignoring -1 padding."""
+    b = sims.shape[0]
+    if sims.shape[1] == 0:
+        k = index.shape[0]
+        return np.full((b, k), -np.inf, np.float32), np.zeros((b, k), np.int64)
+    gathered = sims[:, np.maximum(index, 0)]  # [B, K, W]
+    gathered = np.where(index[None, :, :] >= 0, gathered, -np.inf)
+    arg = gathered.argmax(axis=2)
+    return np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0], arg
+
+
+def score(embeddings: np.ndarray, matrix: PolicyMatrix) -> Scores:
+    """Score a batch of image embeddings ``[B, D]`` against every policy at once."""
+    emb = np.asarray(embeddings, np.float32)
+    best, arg = _grouped_max(emb @ matrix.prompt_emb.T, matrix.prompt_index)
+    counter, _ = _grouped_max(emb @ matrix.counter_emb.T, matrix.counter_index)
+    flagged = (best >= matrix.thresholds[None, :]) & (best > counter)
+    return Scores(best, arg, counter, flagged)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    policy: str
+    score: float
+    threshold: float
+    flagged: bool
+    top_prompt: str
+
+
+def verdicts(scores: Scores, matrix: PolicyMatrix, row: int) -> list[Verdict]:
+    return [
+        Verdict(
+            policy=name,
+            score=round(float(scores.score[row, k]), 4),
+            threshold=float(matrix.thresholds[k]),
+            flagged=bool(scores.flagged[row, k]),
+            top_prompt=matrix.prompts[k][int(scores.top_prompt[row, k])],
+        )
+        for k, name in enumerate(matrix.names)
+    ]

@@ -1,0 +1,97 @@
+"""Shared logic of the Triton python-backend models in ``triton_models/cpu``.
+
+The ``model.py`` files stay thin: they translate between ``pb_utils`` tensors and these
+functions. The bundle comes from ``MODERATION_MODEL__BUNDLE`` in the server's environment
+when set, else the model's ``bundle`` parameter in ``config.pbtxt`` (default ``demo``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from moderation.errors import ImageError
+from moderation.images import DecodeLimits, decode_image
+from moderation.models.bundle import Bundle, load_bundle, read_manifest, resolve_bundle_dir
+
+BUNDLE_ENV = "MODERATION_MODEL__BUNDLE"
+
+
+def param(config: dict[str, Any], key: str, default: str) -> str:
+    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
+    return str(value) if value else default
+
+
+def bundle_ref(config: dict[str, Any]) -> str:
+    return os.environ.get(BUNDLE_ENV) or param(config, "bundle", "demo")
+
+
+def embedding_dim(config: dict[str, Any]) -> int:
+    return read_manifest(resolve_bundle_dir(bundle_ref(config))).embedding_dim
+
+
+def load_for_serving(config: dict[str, Any]) -> Bundle:
+    import torch
+
+    threads = int(param(config, "torch_threads", "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return load_bundle(bundle_ref(config))
+
+
+def limits_from_env() -> DecodeLimits:
+    d = DecodeLimits()
+    return DecodeLimits(
+        int(os.environ.get("MODERATION_IMAGES__MAX_BYTES", d.max_bytes)),
+        int(os.environ.get("MODERATION_IMAGES__MAX_PIXELS", d.max_pixels)),
+        int(os.environ.get("MODERATION_IMAGES__MAX_FRAMES", d.max_frames)),
+    )
+
+
+def _as_bytes(item: object) -> bytes:
+    return item if isinstance(item, bytes) else str(item).encode()
+
+
+def embed_image_requests(
+    bundle: Bundle, batches: Sequence[np.ndarray], limits: DecodeLimits
+) -> list[np.ndarray | ImageError]:
+    """One embedding matrix per request, or the error that fails that request alone.
+
+    All decodable requests go through the image tower in a single forward pass, which is
+    what makes Triton's dynamic batching pay off for the python backend.
+    """
+    pixels: list[np.ndarray] = []
+    results: list[np.ndarray | ImageError | int] = []
+    for batch in batches:
+        try:
+            imgs = [decode_image(_as_bytes(x), limits) for x in batch.reshape(-1)]
+        except ImageError as exc:
+            results.append(exc)
+            continue
+        pixels.append(bundle.pixels(imgs))
+        results.append(len(imgs))
+    embedded = bundle.embed_pixels(np.concatenate(pixels)) if pixels else None
+    out: list[np.ndarray | ImageError] = []
+    offset = 0
+    for r in results:
+        if isinstance(r, int):
+            assert embedded is not None
+            out.append(embedded[offset:offset + r])
+            offset += r
+        else:
+            out.append(r)
+    return out
+
+
+def embed_text_requests(bundle: Bundle, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+    texts = [[_as_bytes(x).decode("utf-8", "replace") for x in b.reshape(-1)] for b in batches]
+    flat = [t for group in texts for t in group]
+    embedded = bundle.embed_texts(flat, batch_size=max(1, len(flat)))
+    out, offset = [], 0
+    for group in texts:
+        out.append(embedded[offset:offset + len(group)])
+        offset += len(group)
+    return out

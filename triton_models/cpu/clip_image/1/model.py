@@ -1,0 +1,33 @@
+"""Triton python backend: encoded images -> embeddings (logic in moderation.triton_backend)."""
+
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from moderation import triton_backend as tb
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        dim = tb.embedding_dim(config.as_dict())
+        config.add_output({"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [dim]})
+        return config
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.bundle = tb.load_for_serving(config)
+        self.bundle.image_tower()  # load weights now, not on the first request
+        self.limits = tb.limits_from_env()
+
+    def execute(self, requests):
+        batches = [pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy() for r in requests]
+        responses = []
+        for result in tb.embed_image_requests(self.bundle, batches, self.limits):
+            if isinstance(result, Exception):
+                error = pb_utils.TritonError(f"{result.reason}: {result}")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+            else:
+                out = pb_utils.Tensor("EMBEDDING", result)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses

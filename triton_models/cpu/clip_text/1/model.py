@@ -1,0 +1,26 @@
+"""Triton python backend: UTF-8 texts -> embeddings (logic in moderation.triton_backend)."""
+
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from moderation import triton_backend as tb
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        dim = tb.embedding_dim(config.as_dict())
+        config.add_output({"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [dim]})
+        return config
+
+    def initialize(self, args):
+        self.bundle = tb.load_for_serving(json.loads(args["model_config"]))
+        self.bundle.text_tower()
+
+    def execute(self, requests):
+        batches = [pb_utils.get_input_tensor_by_name(r, "TEXT").as_numpy() for r in requests]
+        return [
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", emb)])
+            for emb in tb.embed_text_requests(self.bundle, batches)
+        ]
