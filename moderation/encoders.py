@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from moderation.errors import EncoderError, EncoderUnavailable, ImageError
 from moderation.images import DecodeLimits, decode_image
@@ -20,9 +21,9 @@ class Encoder(Protocol):
     @property
     def model_name(self) -> str: ...
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray: ...
+    def embed_images(self, images: Sequence[bytes]) -> NDArray[Any]: ...
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]: ...
 
 
 class LocalEncoder:
@@ -36,14 +37,14 @@ class LocalEncoder:
     def model_name(self) -> str:
         return self.bundle.name
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes]) -> NDArray[Any]:
         return self.bundle.embed_images([decode_image(b, self.limits) for b in images])
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]:
         return self.bundle.embed_texts(list(texts))
 
 
-def _bytes_tensor(items: Sequence[bytes]) -> np.ndarray:
+def _bytes_tensor(items: Sequence[bytes]) -> NDArray[Any]:
     arr = np.empty((len(items), 1), dtype=object)
     for i, item in enumerate(items):
         arr[i, 0] = item
@@ -89,7 +90,7 @@ class TritonEncoder:
         except Exception:
             return False
 
-    def _infer(self, model: str, input_name: str, items: Sequence[bytes]) -> np.ndarray:
+    def _infer(self, model: str, input_name: str, items: Sequence[bytes]) -> NDArray[Any]:
         from tritonclient.utils import InferenceServerException
 
         out = []
@@ -106,10 +107,10 @@ class TritonEncoder:
             out.append(result.as_numpy("EMBEDDING"))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes]) -> NDArray[Any]:
         return self._infer(self.image_model, "IMAGE", list(images))
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]:
         return self._infer(self.text_model, "TEXT", [t.encode("utf-8") for t in texts])
 
     def close(self) -> None:

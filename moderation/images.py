@@ -11,8 +11,10 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moderation.errors import ImageError
@@ -102,12 +104,12 @@ def resize_center_crop(img: Image.Image, size: int, resample: str = "bicubic") -
     return img.crop((left, top, left + size, top + size))
 
 
-def to_tensor(img: Image.Image, spec: Preprocess) -> np.ndarray:
+def to_tensor(img: Image.Image, spec: Preprocess) -> NDArray[Any]:
     """An RGB image of ``spec.size`` squared to normalised CHW float32."""
     arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
     arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def preprocess(img: Image.Image, spec: Preprocess) -> np.ndarray:
+def preprocess(img: Image.Image, spec: Preprocess) -> NDArray[Any]:
     return to_tensor(resize_center_crop(to_rgb(img), spec.size, spec.resample), spec)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from moderation.policy import PolicySet
 
@@ -26,15 +28,15 @@ class PolicyMatrix:
     """A policy set compiled against one embedding model."""
 
     names: tuple[str, ...]
-    thresholds: np.ndarray  # [K]
+    thresholds: NDArray[Any]  # [K]
     prompts: tuple[tuple[str, ...], ...]  # per policy
-    prompt_emb: np.ndarray  # [P, D], grouped by policy
-    prompt_index: np.ndarray  # [K, maxP] rows into prompt_emb, -1 = padding
-    counter_emb: np.ndarray  # [C, D]
-    counter_index: np.ndarray  # [K, maxC] rows into counter_emb, -1 = padding
+    prompt_emb: NDArray[Any]  # [P, D], grouped by policy
+    prompt_index: NDArray[Any]  # [K, maxP] rows into prompt_emb, -1 = padding
+    counter_emb: NDArray[Any]  # [C, D]
+    counter_index: NDArray[Any]  # [K, maxC] rows into counter_emb, -1 = padding
 
 
-def _index(groups: Sequence[int]) -> np.ndarray:
+def _index(groups: Sequence[int]) -> NDArray[Any]:
     width = max([1, *groups])
     idx = np.full((len(groups), width), -1, np.int64)
     start = 0
@@ -44,14 +46,14 @@ def _index(groups: Sequence[int]) -> np.ndarray:
     return idx
 
 
-def compile_policies(policies: PolicySet, embeddings: Mapping[str, np.ndarray]) -> PolicyMatrix:
+def compile_policies(policies: PolicySet, embeddings: Mapping[str, NDArray[Any]]) -> PolicyMatrix:
     """Gather each prompt's embedding (``embeddings`` maps text -> [D]) into matrices."""
     ps = policies.policies
     prompt_texts = [t for p in ps for t in p.prompts]
     counter_texts = [t for p in ps for t in p.counter_prompts]
     dim = len(next(iter(embeddings.values())))
 
-    def stack(texts: list[str]) -> np.ndarray:
+    def stack(texts: list[str]) -> NDArray[Any]:
         if not texts:
             return np.zeros((0, dim), np.float32)
         return np.stack([np.asarray(embeddings[t], np.float32) for t in texts])
@@ -71,13 +73,13 @@ def compile_policies(policies: PolicySet, embeddings: Mapping[str, np.ndarray]) 
 class Scores:
     """Per image (rows) and policy (columns)."""
 
-    score: np.ndarray  # [B, K] best prompt cosine
-    top_prompt: np.ndarray  # [B, K] index into the policy's prompts
-    counter: np.ndarray  # [B, K] best counter-prompt cosine, -inf when none
-    flagged: np.ndarray  # [B, K] bool
+    score: NDArray[Any]  # [B, K] best prompt cosine
+    top_prompt: NDArray[Any]  # [B, K] index into the policy's prompts
+    counter: NDArray[Any]  # [B, K] best counter-prompt cosine, -inf when none
+    flagged: NDArray[Any]  # [B, K] bool
 
 
-def _grouped_max(sims: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _grouped_max(sims: NDArray[Any], index: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """Max and argmax of ``sims[:, index[k]]`` per group k, ignoring -1 padding."""
     b = sims.shape[0]
     if sims.shape[1] == 0:
@@ -89,7 +91,7 @@ def _grouped_max(sims: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0], arg
 
 
-def score(embeddings: np.ndarray, matrix: PolicyMatrix) -> Scores:
+def score(embeddings: NDArray[Any], matrix: PolicyMatrix) -> Scores:
     """Score a batch of image embeddings ``[B, D]`` against every policy at once."""
     emb = np.asarray(embeddings, np.float32)
     best, arg = _grouped_max(emb @ matrix.prompt_emb.T, matrix.prompt_index)

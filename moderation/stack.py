@@ -35,7 +35,9 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
 
 def triton_healthy(state: dict[str, Any]) -> bool:
     t = state.get("triton")
-    return bool(t) and devstack.http_ok(f"http://127.0.0.1:{t['http']}/v2/health/ready")
+    if not t:
+        return False
+    return devstack.http_ok(f"http://127.0.0.1:{t['http']}/v2/health/ready")
 
 
 def up(settings: Settings) -> dict[str, Any]:

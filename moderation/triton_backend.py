@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from moderation.errors import ImageError
 from moderation.images import DecodeLimits, decode_image
@@ -56,15 +57,15 @@ def _as_bytes(item: object) -> bytes:
 
 
 def embed_image_requests(
-    bundle: Bundle, batches: Sequence[np.ndarray], limits: DecodeLimits
-) -> list[np.ndarray | ImageError]:
+    bundle: Bundle, batches: Sequence[NDArray[Any]], limits: DecodeLimits
+) -> list[NDArray[Any] | ImageError]:
     """One embedding matrix per request, or the error that fails that request alone.
 
     All decodable requests go through the image tower in a single forward pass, which is
     what makes Triton's dynamic batching pay off for the python backend.
     """
-    pixels: list[np.ndarray] = []
-    results: list[np.ndarray | ImageError | int] = []
+    pixels: list[NDArray[Any]] = []
+    results: list[NDArray[Any] | ImageError | int] = []
     for batch in batches:
         try:
             imgs = [decode_image(_as_bytes(x), limits) for x in batch.reshape(-1)]
@@ -74,7 +75,7 @@ def embed_image_requests(
         pixels.append(bundle.pixels(imgs))
         results.append(len(imgs))
     embedded = bundle.embed_pixels(np.concatenate(pixels)) if pixels else None
-    out: list[np.ndarray | ImageError] = []
+    out: list[NDArray[Any] | ImageError] = []
     offset = 0
     for r in results:
         if isinstance(r, int):
@@ -86,7 +87,7 @@ def embed_image_requests(
     return out
 
 
-def embed_text_requests(bundle: Bundle, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+def embed_text_requests(bundle: Bundle, batches: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
     texts = [[_as_bytes(x).decode("utf-8", "replace") for x in b.reshape(-1)] for b in batches]
     flat = [t for group in texts for t in group]
     embedded = bundle.embed_texts(flat, batch_size=max(1, len(flat)))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -154,14 +155,14 @@ class Bundle:
             self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         return self._tokenizer
 
-    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def pixels(self, images: Sequence[Image.Image]) -> NDArray[Any]:
         """Preprocess decoded images to the model input ``[B, 3, S, S]`` float32."""
         spec = self.preprocess_spec
         if not images:
             return np.zeros((0, 3, spec.size, spec.size), np.float32)
         return np.stack([preprocess(img, spec) for img in images])
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def tokenize(self, texts: Sequence[str]) -> tuple[NDArray[Any], NDArray[Any]]:
         spec = self.manifest.text
         enc = self.tokenizer()(
             list(texts),
@@ -172,7 +173,7 @@ class Bundle:
         )
         return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, pixels: NDArray[Any]) -> NDArray[Any]:
         import torch
 
         with torch.inference_mode():
@@ -180,13 +181,13 @@ class Bundle:
             out = self.image_tower()(x)
         return np.asarray(out.float().cpu().numpy(), np.float32)
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[Any]:
         """L2-normalised float32 embeddings ``[B, D]`` of decoded RGB images."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
         return self.embed_pixels(self.pixels(images))
 
-    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> NDArray[Any]:
         """L2-normalised float32 embeddings ``[B, D]`` of UTF-8 strings."""
         import torch
 

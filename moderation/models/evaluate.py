@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from moderation.encoders import Encoder
@@ -86,7 +88,7 @@ class PolicyMetrics:
     f1: float
 
 
-def _prf(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+def _prf(pred: NDArray[Any], truth: NDArray[Any]) -> tuple[float, float, float]:
     tp = float(np.sum(pred & truth))
     fp = float(np.sum(pred & ~truth))
     fn = float(np.sum(~pred & truth))
@@ -96,12 +98,13 @@ def _prf(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     return p, r, f
 
 
-def truth_matrix(scenes: Sequence[Scene], names: Sequence[str]) -> np.ndarray:
+def truth_matrix(scenes: Sequence[Scene], names: Sequence[str]) -> NDArray[Any]:
     return np.array([[n in s.labels for n in names] for s in scenes], bool).reshape(
         len(scenes), len(names))
 
 
-def metrics(flagged: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> list[PolicyMetrics]:
+def metrics(flagged: NDArray[Any], truth: NDArray[Any],
+            names: Sequence[str]) -> list[PolicyMetrics]:
     out = []
     for k, name in enumerate(names):
         p, r, f = _prf(flagged[:, k], truth[:, k])
@@ -120,7 +123,7 @@ def compile_with(encoder: Encoder, policies: PolicySet) -> PolicyMatrix:
     return compile_policies(policies, dict(zip(texts, emb, strict=True)))
 
 
-def embed_scenes(encoder: Encoder, scenes: Sequence[Scene], batch: int = 64) -> np.ndarray:
+def embed_scenes(encoder: Encoder, scenes: Sequence[Scene], batch: int = 64) -> NDArray[Any]:
     parts = [encoder.embed_images([s.image for s in scenes[i:i + batch]])
              for i in range(0, len(scenes), batch)]
     return np.concatenate(parts)

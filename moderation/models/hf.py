@@ -136,8 +136,9 @@ def write_random_clip(out: Path, arch: dict[str, Any], seed: int = 0) -> None:
                 "eos_token_id": vocab["<|endoftext|>"], "pad_token_id": vocab["<|endoftext|>"]}
     cfg = CLIPConfig(projection_dim=arch["projection_dim"], text_config=text_cfg,
                      vision_config=arch["vision_config"])
-    CLIPModel(cfg).eval().save_pretrained(str(out))
-    size = int(arch["vision_config"]["image_size"])
+    model: Any = CLIPModel(cfg)
+    model.eval().save_pretrained(str(out))
+    size = int(arch["vision_config"].get("image_size") or 224)
     preprocessor = {
         "crop_size": {"height": size, "width": size}, "do_center_crop": True,
         "do_normalize": True, "do_rescale": True, "do_resize": True,

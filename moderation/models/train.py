@@ -17,12 +17,13 @@ import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from numpy.typing import NDArray
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from moderation.images import resize_center_crop
 from moderation.models import emoji_data as ed
@@ -50,6 +51,7 @@ class TrainConfig:
     warmup_steps: int = 150
     seed: int = 0
     focus_weight: float = 4.0  # sampling weight of policy and look-alike emoji vs. others
+    align_weight: float = 2.0  # weight of the cosine pull towards the scene's mean prototype
     workers: int = 2
     threads: int = 2
     class_limit: int = 0  # train on the first N classes only (smoke tests); 0 = all
@@ -65,10 +67,34 @@ def _init_worker(chars: list[list[str]]) -> None:
     _worker_state["chars"] = chars
 
 
+def _restyle(rng: np.random.Generator, glyph: Image.Image) -> Image.Image:
+    """Perturb a glyph's drawing style (flat colours, blur, saturation) so the model keys on
+    shapes and colours rather than Noto's exact shading; other art styles differ there."""
+    r = rng.random()
+    if r < 0.15:
+        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
+        glyph = ImageOps.posterize(rgb, int(rng.integers(2, 5))).convert("RGBA")
+        glyph.putalpha(alpha)
+    elif r < 0.3:
+        glyph = glyph.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 4.0))))
+    if rng.random() < 0.3:
+        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
+        glyph = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.5, 1.6))).convert("RGBA")
+        glyph.putalpha(alpha)
+    return glyph
+
+
+def _jitter(rng: np.random.Generator, img: Image.Image) -> Image.Image:
+    if rng.random() < 0.4:
+        img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.7, 1.3)))
+        img = ImageEnhance.Contrast(img).enhance(float(rng.uniform(0.7, 1.3)))
+    return img
+
+
 def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.Image:
     """One training scene at model resolution, through an upload-like resize path."""
     canvas = int(rng.choice([64, 96, 128, 192]))
-    img = ed.compose(rng, glyphs, canvas)
+    img = _jitter(rng, ed.compose(rng, [_restyle(rng, g) for g in glyphs], canvas))
     if rng.random() < 0.25:  # real uploads are often JPEG
         import io
 
@@ -79,7 +105,7 @@ def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.I
     return resize_center_crop(img, IMAGE_SIZE, resample)
 
 
-def _render_chunk(args: tuple[int, int, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any], NDArray[Any]]:
     seed, start, stop, weights = args
     renderer: ed.NotoRenderer = _worker_state["renderer"]  # type: ignore[assignment]
     chars: list[list[str]] = _worker_state["chars"]  # type: ignore[assignment]
@@ -101,15 +127,15 @@ def _render_chunk(args: tuple[int, int, int, np.ndarray]) -> tuple[np.ndarray, n
     return images, labels
 
 
-def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> np.ndarray:
+def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> NDArray[Any]:
     focus = {c for members in POLICY_EMOJI.values() for c in members} | set(LOOKALIKES)
     w = np.array([focus_weight if e.char in focus else 1.0 for e in catalogue], np.float64)
     return w / w.sum()
 
 
 def render_dataset(
-    catalogue: list[ed.Emoji], n: int, seed: int, weights: np.ndarray, workers: int
-) -> tuple[np.ndarray, np.ndarray]:
+    catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int
+) -> tuple[NDArray[Any], NDArray[Any]]:
     chars = [[e.char, *e.variants] for e in catalogue]
     chunk = 2_000
     jobs = [(seed, s, min(n, s + chunk), weights) for s in range(0, n, chunk)]
@@ -122,7 +148,7 @@ def render_dataset(
 # --- training --------------------------------------------------------------------------
 
 
-def prototypes(catalogue: list[ed.Emoji], embed_texts: object) -> np.ndarray:
+def prototypes(catalogue: list[ed.Emoji], embed_texts: object) -> NDArray[Any]:
     """Per class: the normalised mean embedding of its caption variants."""
     captions = [c for e in catalogue for c in e.captions]
     per = len(catalogue[0].captions)
@@ -131,13 +157,13 @@ def prototypes(catalogue: list[ed.Emoji], embed_texts: object) -> np.ndarray:
     return proto / np.linalg.norm(proto, axis=1, keepdims=True)
 
 
-def to_batch(images: np.ndarray) -> torch.Tensor:
+def to_batch(images: NDArray[Any]) -> torch.Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def soft_targets(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+def soft_targets(labels: NDArray[Any], n_classes: int) -> torch.Tensor:
     t = torch.zeros(len(labels), n_classes)
     for r, row in enumerate(labels):
         cls = row[row >= 0]
@@ -169,7 +195,8 @@ def train(
     t_render = time.monotonic()
     log.info("rendered samples=%d seconds=%.0f", len(images), t_render - t_text)
 
-    model = EmojiCNN(proto.shape[1], WIDTHS).to(memory_format=torch.channels_last)
+    model = EmojiCNN(proto.shape[1], WIDTHS)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = [*model.parameters(), logit_scale]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -189,10 +216,16 @@ def train(
             lr *= 0.5 * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits = logit_scale.exp().clamp(max=100) * model(x) @ proto.T
-            loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            emb = model(x)
+            logits = logit_scale.exp().clamp(max=100) * emb @ proto.T
+            contrastive = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            # the softmax alone only ranks prototypes; this pulls the embedding onto them
+            # so cosines to free-form policy prompts mean what they mean between texts
+            centre = F.normalize(target @ proto, dim=-1)
+            align = (1 - (emb * centre).sum(1)).mean()
+            loss = contrastive + cfg.align_weight * align
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             running += loss.item()
             step += 1
@@ -210,7 +243,7 @@ def train(
         "classes": len(catalogue),
         "chance_loss": round(math.log(len(catalogue)), 4),
         "epoch_loss": history,
-        "logit_scale": round(float(logit_scale.exp().clamp(max=100)), 4),
+        "logit_scale": round(float(logit_scale.detach().exp().clamp(max=100)), 4),
         "seconds": {"text": round(t_text - t0, 1), "render": round(t_render - t_text, 1),
                     "train": round(time.monotonic() - t_render, 1)},
         "torch": torch.__version__,
