@@ -87,7 +87,9 @@ def prepare_triton_backends(state_dir: Path) -> Path:
     stub = src / "python_backend_stubs" / py / "triton_python_backend_stub"
     if not stub.exists():
         raise ConfigError(f"the nvidia-pytriton wheel has no python backend stub for {py}")
-    backend = state_dir / "triton" / "backends" / "python"
+    # not "<state>/triton": the stub runs in the state dir, and a "triton" directory there
+    # would shadow the OpenAI Triton package that torch probes for on import
+    backend = state_dir / "backends" / "python"
     backend.mkdir(parents=True, exist_ok=True)
     for target in (*(src / "backends" / "python").glob("*.*"), stub):
         link = backend / target.name
@@ -166,8 +168,11 @@ def spawn(name: str, cmd: list[str], state_dir: Path, env: dict[str, str]) -> Ma
     log_path = state_dir / f"{name}.log"
     pid_path = state_dir / f"{name}.pid"
     with open(log_path, "ab") as log_file:
+        # cwd = the state dir, so modules lying in the caller's directory cannot shadow
+        # the packages the python-backend stubs import
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=state_dir)
     pid_path.write_text(f"{proc.pid}\n")
     log.info("started name=%s pid=%d log=%s", name, proc.pid, log_path)
     return ManagedProcess(name, proc.pid, log_path, pid_path)
@@ -202,6 +207,7 @@ def start_triton(
     timeout_s: float = 180.0,
 ) -> tuple[ManagedProcess, TritonPorts]:
     """Start tritonserver and wait until every model is ready."""
+    state_dir, repository = state_dir.resolve(), repository.resolve()
     ports = ports or TritonPorts.free()
     full_env = triton_env()
     full_env.update(env or {})

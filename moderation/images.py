@@ -65,8 +65,8 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Im
                 raise ImageError("too_many_frames",
                                  f"image has {frames} frames, limit is {limits.max_frames}")
             img.load()  # first frame only
-            img = ImageOps.exif_transpose(img) or img
-            return to_rgb(img)
+            upright: Image.Image = ImageOps.exif_transpose(img) or img
+            return to_rgb(upright)
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError,

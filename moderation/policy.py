@@ -26,6 +26,7 @@ class Policy(BaseModel):
     description: str = ""
     action: Literal["flag"] = "flag"
     threshold: float = Field(ge=-1.0, le=1.0)
+    counter_margin: float = Field(0.05, ge=0.0, le=1.0)
     prompts: tuple[str, ...] = Field(min_length=1)
     counter_prompts: tuple[str, ...] = ()
 

@@ -4,11 +4,12 @@ The rule, per image and policy (all vectors L2-normalised, so dot product = cosi
 
     score   = max over the policy's prompts of cos(image, prompt)
     counter = max over its counter-prompts of cos(image, counter_prompt)  (-inf if none)
-    flagged = score >= threshold and score > counter
+    flagged = score >= threshold and counter < score + counter_margin
 
 An image's decision is ``flag`` when any policy flags it, else ``allow``. The counter-prompt
-term vetoes a flag when the image looks more like the named benign look-alike (a fork and
-knife, a soda cup) than like the policy's content.
+term vetoes a flag when the image looks clearly (by more than the policy's
+``counter_margin``, default 0.05) more like a named benign look-alike (a fork and knife, a
+soda cup) than like the policy's content.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class PolicyMatrix:
 
     names: tuple[str, ...]
     thresholds: NDArray[Any]  # [K]
+    margins: NDArray[Any]  # [K] counter_margin
     prompts: tuple[tuple[str, ...], ...]  # per policy
     prompt_emb: NDArray[Any]  # [P, D], grouped by policy
     prompt_index: NDArray[Any]  # [K, maxP] rows into prompt_emb, -1 = padding
@@ -61,6 +63,7 @@ def compile_policies(policies: PolicySet, embeddings: Mapping[str, NDArray[Any]]
     return PolicyMatrix(
         names=tuple(p.name for p in ps),
         thresholds=np.array([p.threshold for p in ps], np.float32),
+        margins=np.array([p.counter_margin for p in ps], np.float32),
         prompts=tuple(p.prompts for p in ps),
         prompt_emb=stack(prompt_texts),
         prompt_index=_index([len(p.prompts) for p in ps]),
@@ -96,7 +99,7 @@ def score(embeddings: NDArray[Any], matrix: PolicyMatrix) -> Scores:
     emb = np.asarray(embeddings, np.float32)
     best, arg = _grouped_max(emb @ matrix.prompt_emb.T, matrix.prompt_index)
     counter, _ = _grouped_max(emb @ matrix.counter_emb.T, matrix.counter_index)
-    flagged = (best >= matrix.thresholds[None, :]) & (best > counter)
+    flagged = (best >= matrix.thresholds[None, :]) & (counter < best + matrix.margins[None, :])
     return Scores(best, arg, counter, flagged)
 
 

@@ -76,3 +76,16 @@ def test_batch_scoring_matches_row_by_row() -> None:
 def test_empty_batch() -> None:
     s = score(np.zeros((0, 3), np.float32), compile_policies(policy_set(), EMB))
     assert s.flagged.shape == (0, 2)
+
+
+def test_counter_must_win_by_the_margin_to_veto() -> None:
+    emb = {"a knife": unit(1, 0, 0), "fork and knife": unit(0, 1, 0)}
+    img = unit(1, 1.04, 0)  # slightly closer to the counter-prompt (by about 0.03)
+
+    def flagged(margin: float) -> bool:
+        p = Policy(name="weapons", threshold=0.5, prompts=("a knife",),
+                   counter_prompts=("fork and knife",), counter_margin=margin)
+        return bool(score(img[None], compile_policies(PolicySet(policies=(p,)), emb)).flagged[0, 0])
+
+    assert flagged(0.05)
+    assert not flagged(0.0)

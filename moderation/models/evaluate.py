@@ -143,7 +143,7 @@ def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) ->
     truth = truth_matrix(scenes, matrix.names)
     out = {}
     for k, name in enumerate(matrix.names):
-        eligible = s.score[:, k] > s.counter[:, k]
+        eligible = s.counter[:, k] < s.score[:, k] + matrix.margins[k]
         cands = np.unique(np.round(s.score[:, k], 4))
         best_f, best_t = -1.0, 0.5
         for i, t in enumerate(cands):

@@ -38,7 +38,7 @@ def _preprocess_from(src: Path, config: dict[str, Any]) -> PreprocessSpec:
     mean = tuple(pre.get("image_mean", CLIP_MEAN))
     std = tuple(pre.get("image_std", CLIP_STD))
     resample = _PIL_RESAMPLE.get(int(pre.get("resample", 3)), "bicubic")
-    return PreprocessSpec(size=size, mean=mean, std=std, resample=resample)  # type: ignore[arg-type]
+    return PreprocessSpec(size=size, mean=mean, std=std, resample=resample)
 
 
 def import_hf(src: Path, out: Path, name: str | None = None, version: str = "1") -> Manifest:

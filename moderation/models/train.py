@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ IMAGE_SIZE = 64
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 WIDTHS = (24, 48, 96, 192)
+TextEmbedder = Callable[[Sequence[str]], NDArray[Any]]
 MAX_PER_SCENE = 3
 
 
@@ -50,7 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 150
     seed: int = 0
-    focus_weight: float = 4.0  # sampling weight of policy and look-alike emoji vs. others
+    focus_weight: float = 10.0  # sampling weight of policy and look-alike emoji vs. others
     align_weight: float = 2.0  # weight of the cosine pull towards the scene's mean prototype
     workers: int = 2
     threads: int = 2
@@ -130,7 +132,7 @@ def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any
 def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> NDArray[Any]:
     focus = {c for members in POLICY_EMOJI.values() for c in members} | set(LOOKALIKES)
     w = np.array([focus_weight if e.char in focus else 1.0 for e in catalogue], np.float64)
-    return w / w.sum()
+    return np.asarray(w / w.sum())
 
 
 def render_dataset(
@@ -148,13 +150,13 @@ def render_dataset(
 # --- training --------------------------------------------------------------------------
 
 
-def prototypes(catalogue: list[ed.Emoji], embed_texts: object) -> NDArray[Any]:
+def prototypes(catalogue: list[ed.Emoji], embed_texts: TextEmbedder) -> NDArray[Any]:
     """Per class: the normalised mean embedding of its caption variants."""
     captions = [c for e in catalogue for c in e.captions]
     per = len(catalogue[0].captions)
-    emb = np.asarray(embed_texts(captions), np.float32).reshape(len(catalogue), per, -1)  # type: ignore[operator]
+    emb = np.asarray(embed_texts(captions), np.float32).reshape(len(catalogue), per, -1)
     proto = emb.mean(1)
-    return proto / np.linalg.norm(proto, axis=1, keepdims=True)
+    return np.asarray(proto / np.linalg.norm(proto, axis=1, keepdims=True))
 
 
 def to_batch(images: NDArray[Any]) -> torch.Tensor:
@@ -174,7 +176,7 @@ def soft_targets(labels: NDArray[Any], n_classes: int) -> torch.Tensor:
 def train(
     out_dir: Path,
     cfg: TrainConfig,
-    embed_texts: object,
+    embed_texts: TextEmbedder,
     progress: bool = True,
 ) -> dict[str, object]:
     """Render, train and write the image tower weights plus a training report to out_dir."""
@@ -225,7 +227,7 @@ def train(
             align = (1 - (emb * centre).sum(1)).mean()
             loss = contrastive + cfg.align_weight * align
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
             running += loss.item()
             step += 1
