@@ -34,6 +34,13 @@ def embedding_dim(config: dict[str, Any]) -> int:
     return read_manifest(resolve_bundle_dir(bundle_ref(config))).embedding_dim
 
 
+def add_embedding_output(config: Any) -> Any:
+    """Triton auto-complete: declare ``EMBEDDING`` FP32 [D] with D from the bundle."""
+    dim = embedding_dim(config.as_dict())
+    config.add_output({"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [dim]})
+    return config
+
+
 def load_for_serving(config: dict[str, Any]) -> Bundle:
     import torch
 

@@ -10,9 +10,7 @@ from moderation import triton_backend as tb
 class TritonPythonModel:
     @staticmethod
     def auto_complete_config(config):
-        dim = tb.embedding_dim(config.as_dict())
-        config.add_output({"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [dim]})
-        return config
+        return tb.add_embedding_output(config)
 
     def initialize(self, args):
         self.bundle = tb.load_for_serving(json.loads(args["model_config"]))
