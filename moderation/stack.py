@@ -2,7 +2,8 @@
 
 State lives in ``<state_dir>/stack.json`` (ports and PIDs) next to each service's log, so
 the commands work from any working directory and a second ``up`` is a no-op.
-Services today: ``tritonserver`` serving ``triton_models/cpu`` with the configured bundle.
+Services: the Tansu Kafka-protocol broker (``kafka``), ``redis-server`` (``redis``) and
+``tritonserver`` serving ``triton_models/cpu`` with the configured bundle (``triton``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from moderation import devstack
 from moderation.config import Settings
 from moderation.triton_backend import BUNDLE_ENV
+
+SERVICES = ("kafka", "redis", "triton")
 
 
 def _state_file(settings: Settings) -> Path:
@@ -33,52 +36,79 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
     _state_file(settings).write_text(json.dumps(state, indent=2) + "\n")
 
 
-def triton_healthy(state: dict[str, Any]) -> bool:
-    t = state.get("triton")
-    if not t:
+def healthy(name: str, state: dict[str, Any]) -> bool:
+    s = state.get(name)
+    if not s or not devstack._pid_alive(int(s["pid"])):
         return False
-    return devstack.http_ok(f"http://127.0.0.1:{t['http']}/v2/health/ready")
+    if name == "triton":
+        return devstack.http_ok(f"http://127.0.0.1:{s['http']}/v2/health/ready")
+    return devstack.port_open(int(s["port"]))
+
+
+def _start(name: str, settings: Settings) -> dict[str, Any]:
+    state_dir = settings.dev.state_dir
+    if name == "kafka":
+        proc, port = devstack.start_tansu(state_dir)
+        return {"pid": proc.pid, "port": port, "log": str(proc.log_path)}
+    if name == "redis":
+        proc, port = devstack.start_redis(state_dir)
+        return {"pid": proc.pid, "port": port, "log": str(proc.log_path)}
+    repo = settings.dev.model_repository or devstack.DEFAULT_MODEL_REPOSITORY
+    proc, ports = devstack.start_triton(state_dir, repo,
+                                        env={BUNDLE_ENV: settings.model.bundle})
+    return {"pid": proc.pid, "http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics,
+            "log": str(proc.log_path), "bundle": settings.model.bundle}
 
 
 def up(settings: Settings) -> dict[str, Any]:
+    """Start whatever is not already running and healthy."""
     state = read_state(settings)
-    if triton_healthy(state):
-        return state
-    if state.get("triton"):
-        devstack.stop_pid(int(state["triton"]["pid"]))
-    repo = settings.dev.model_repository or devstack.DEFAULT_MODEL_REPOSITORY
-    proc, ports = devstack.start_triton(settings.dev.state_dir, repo,
-                                        env={BUNDLE_ENV: settings.model.bundle})
-    state["triton"] = {"pid": proc.pid, "http": ports.http, "grpc": ports.grpc,
-                       "metrics": ports.metrics, "log": str(proc.log_path),
-                       "bundle": settings.model.bundle}
-    _write_state(settings, state)
+    for name in SERVICES:
+        if healthy(name, state):
+            continue
+        if state.get(name):
+            devstack.stop_pid(int(state[name]["pid"]))
+        state[name] = _start(name, settings)
+        _write_state(settings, state)
     return state
 
 
 def down(settings: Settings) -> None:
     state = read_state(settings)
-    for name in ("triton",):
+    for name in reversed(SERVICES):
         if state.get(name):
             devstack.stop_pid(int(state[name]["pid"]))
-            (settings.dev.state_dir / "tritonserver.pid").unlink(missing_ok=True)
+    for pid_file in settings.dev.state_dir.glob("*.pid"):
+        pid_file.unlink(missing_ok=True)
     _state_file(settings).unlink(missing_ok=True)
 
 
 def env_lines(state: dict[str, Any]) -> list[str]:
-    t = state.get("triton")
-    if not t:
-        return []
-    return [f"export MODERATION_TRITON__URL=127.0.0.1:{t['grpc']}",
-            f"export MODERATION_MODEL__BUNDLE={t['bundle']}"]
+    lines = []
+    if state.get("kafka"):
+        port = state["kafka"]["port"]
+        lines.append(f"export MODERATION_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{port}")
+    if state.get("redis"):
+        lines.append(f"export MODERATION_REDIS__URL=redis://127.0.0.1:{state['redis']['port']}/0")
+    if state.get("triton"):
+        t = state["triton"]
+        lines += [f"export MODERATION_TRITON__URL=127.0.0.1:{t['grpc']}",
+                  f"export MODERATION_MODEL__BUNDLE={t['bundle']}"]
+    return lines
+
+
+def _describe(name: str, s: dict[str, Any]) -> str:
+    if name == "triton":
+        return (f"pid={s['pid']}  grpc=127.0.0.1:{s['grpc']}  http=127.0.0.1:{s['http']}  "
+                f"metrics=127.0.0.1:{s['metrics']}  log={s['log']}")
+    return f"pid={s['pid']}  127.0.0.1:{s['port']}  log={s['log']}"
 
 
 def run(action: str, settings: Settings) -> int:
     if action == "up":
         state = up(settings)
-        t = state["triton"]
-        print(f"triton  pid={t['pid']}  grpc=127.0.0.1:{t['grpc']}  http=127.0.0.1:{t['http']}"
-              f"  metrics=127.0.0.1:{t['metrics']}  log={t['log']}")
+        for name in SERVICES:
+            print(f"{name:<7} {_describe(name, state[name])}")
         return 0
     if action == "down":
         down(settings)
@@ -91,6 +121,10 @@ def run(action: str, settings: Settings) -> int:
             return 1
         print("\n".join(env_lines(state)))
         return 0
-    healthy = triton_healthy(state)
-    print(f"triton  {'ready' if healthy else 'down'}  {json.dumps(state.get('triton', {}))}")
-    return 0 if healthy else 1
+    ok = True
+    for name in SERVICES:
+        good = healthy(name, state)
+        ok = ok and good
+        detail = _describe(name, state[name]) if state.get(name) else ""
+        print(f"{name:<7} {'ready' if good else 'down':<6} {detail}")
+    return 0 if ok else 1
