@@ -130,6 +130,27 @@ def cmd_render_samples(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.policy import load_policy_dir
+    from moderation.store import RedisPolicyStore, apply_policies
+
+    if args.action == "list":
+        stored = RedisPolicyStore(settings.redis.url).load()
+        print(f"version {stored.version}  model {stored.model}")
+        for p in stored.policies.policies:
+            print(f"  {p.name:<20} threshold {p.threshold:.3f}  {len(p.prompts)} prompts, "
+                  f"{len(p.counter_prompts)} counter-prompts  action {p.action}")
+        return 0
+    policies = load_policy_dir(Path(args.dir or settings.policies.dir))
+    if args.action == "validate":
+        print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
+        return 0
+    encoder = _encoder(settings, args.local, None)
+    version = apply_policies(policies, encoder, RedisPolicyStore(settings.redis.url))  # type: ignore[arg-type]
+    print(f"applied {len(policies.policies)} policies as version {version}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from moderation import stack
 
@@ -148,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bundle", help="bundle for --local (default: settings, 'demo')")
     m.add_argument("--policies", help="policy directory (default: settings, 'policies')")
     m.set_defaults(func=cmd_moderate)
+
+    pol = sub.add_parser("policies", help="validate, apply (to Redis) or list policy sets")
+    pol.add_argument("action", choices=["validate", "apply", "list"])
+    pol.add_argument("dir", nargs="?", help="policy directory (default: settings, 'policies')")
+    pol.add_argument("--local", action="store_true",
+                     help="apply: embed prompts in-process instead of through Triton")
+    pol.set_defaults(func=cmd_policies)
 
     d = sub.add_parser("dev", help="the embedded stack on 127.0.0.1")
     d.add_argument("action", choices=["up", "down", "status", "env"])
