@@ -75,13 +75,19 @@ class TritonEncoder:
 
     @property
     def model_name(self) -> str:
+        """The served bundle's ``name@version``, as the text model reports it."""
         if self._name is None:
+            from tritonclient.utils import InferenceServerException
+
+            inp = self._grpc.InferInput("TEXT", [1, 1], "BYTES")
+            inp.set_data_from_numpy(_bytes_tensor([b"model name probe"]))
             try:
-                meta = self._client.get_model_config(self.image_model, as_json=True)
-            except Exception as exc:
-                raise EncoderUnavailable(f"Triton at {self.url}: {exc}") from exc
-            bundle = meta["config"]["parameters"].get("bundle", {}).get("string_value", "")
-            self._name = f"{self.image_model}:{bundle or 'demo'}"
+                result: Any = self._client.infer(
+                    self.text_model, [inp], outputs=[self._grpc.InferRequestedOutput("MODEL")],
+                    client_timeout=self.timeout_s)
+            except InferenceServerException as exc:
+                raise _classify(exc, self.url) from exc
+            self._name = bytes(result.as_numpy("MODEL").reshape(-1)[0]).decode()
         return self._name
 
     def ready(self) -> bool:

@@ -35,10 +35,17 @@ def embedding_dim(config: dict[str, Any]) -> int:
 
 
 def add_embedding_output(config: Any) -> Any:
-    """Triton auto-complete: declare ``EMBEDDING`` FP32 [D] with D from the bundle."""
+    """Triton auto-complete: ``EMBEDDING`` FP32 [D] with D from the bundle, and ``MODEL``
+    (the served bundle's ``name@version``, per row) so clients can tell which model
+    answered, whatever environment variable picked the bundle."""
     dim = embedding_dim(config.as_dict())
     config.add_output({"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [dim]})
+    config.add_output({"name": "MODEL", "data_type": "TYPE_STRING", "dims": [1]})
     return config
+
+
+def model_column(bundle: Bundle, rows: int) -> NDArray[Any]:
+    return np.array([[bundle.name.encode()]] * rows, dtype=object).reshape(rows, 1)
 
 
 def load_for_serving(config: dict[str, Any]) -> Bundle:

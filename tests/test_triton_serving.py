@@ -86,3 +86,11 @@ def test_prometheus_metrics_on_cpu(triton_demo: str, triton_demo_ports) -> None:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     assert 'nv_inference_count{model="clip_image",version="1"}' in text
+
+
+def test_served_model_name_is_the_bundle_actually_loaded(triton_demo: str, triton_tiny: str,
+                                                          demo_bundle) -> None:  # type: ignore[no-untyped-def]
+    # the prompt-embedding cache is keyed by this name, so it must follow the env var
+    assert TritonEncoder(triton_demo).model_name == demo_bundle.name == "emoji-minilm@1.0.0"
+    assert TritonEncoder(triton_tiny).model_name == "tiny-clip@1"
+    assert LocalEncoder(demo_bundle).model_name == demo_bundle.name

@@ -112,7 +112,8 @@ def _ensemble_config(name: str, inp: tuple[str, str], dim: int, max_batch: int,
     return (
         f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
         f'input [ {{ name: "{inp[0]}" data_type: {inp[1]} dims: [ 1 ] }} ]\n'
-        f'output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+        f'output [ {{ name: "EMBEDDING" data_type: TYPE_FP32 dims: [ {dim} ] }},\n'
+        '  { name: "MODEL" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
         f"ensemble_scheduling {{\n  step [\n{steps_txt}\n  ]\n}}\n"
     )
 
@@ -141,7 +142,9 @@ class TritonPythonModel:
                 out.append(pb_utils.InferenceResponse(output_tensors=[], error=err))
                 continue
             px = self.bundle.pixels(imgs).astype(np.float32)
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("pixel_values", px)]))
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("pixel_values", px),
+                pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(px)))]))
         return out
 '''
 
@@ -160,8 +163,9 @@ class TritonPythonModel:
         for r in requests:
             raw = pb_utils.get_input_tensor_by_name(r, "TEXT").as_numpy().reshape(-1)
             ids, mask = self.bundle.tokenize([bytes(x).decode("utf-8", "replace") for x in raw])
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("input_ids", ids),
-                                                   pb_utils.Tensor("attention_mask", mask)]))
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("input_ids", ids), pb_utils.Tensor("attention_mask", mask),
+                pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(ids)))]))
         return out
 '''
 
@@ -182,21 +186,23 @@ def write_gpu_repository(repository: Path, bundle: Bundle, max_batch: int = 32) 
                                   ("attention_mask", "TYPE_INT64", [length])], dim, max_batch),
         "image_preprocess/config.pbtxt": _python_config(
             "image_preprocess", ("IMAGE", "TYPE_STRING", [1]),
-            [("pixel_values", "TYPE_FP32", [3, size, size])], max_batch, ref),
+            [("pixel_values", "TYPE_FP32", [3, size, size]), ("MODEL", "TYPE_STRING", [1])],
+            max_batch, ref),
         "image_preprocess/1/model.py": _PREPROCESS_PY,
         "text_tokenize/config.pbtxt": _python_config(
             "text_tokenize", ("TEXT", "TYPE_STRING", [1]),
-            [("input_ids", "TYPE_INT64", [length]), ("attention_mask", "TYPE_INT64", [length])],
-            max_batch, ref),
+            [("input_ids", "TYPE_INT64", [length]), ("attention_mask", "TYPE_INT64", [length]),
+             ("MODEL", "TYPE_STRING", [1])], max_batch, ref),
         "text_tokenize/1/model.py": _TOKENIZE_PY,
         "clip_image/config.pbtxt": _ensemble_config(
             "clip_image", ("IMAGE", "TYPE_STRING"), dim, max_batch,
-            [("image_preprocess", {"IMAGE": "IMAGE"}, {"pixel_values": "pixels"}),
+            [("image_preprocess", {"IMAGE": "IMAGE"},
+              {"pixel_values": "pixels", "MODEL": "MODEL"}),
              ("clip_image_encoder", {"pixel_values": "pixels"}, {"embedding": "EMBEDDING"})]),
         "clip_text/config.pbtxt": _ensemble_config(
             "clip_text", ("TEXT", "TYPE_STRING"), dim, max_batch,
             [("text_tokenize", {"TEXT": "TEXT"},
-              {"input_ids": "ids", "attention_mask": "mask"}),
+              {"input_ids": "ids", "attention_mask": "mask", "MODEL": "MODEL"}),
              ("clip_text_encoder", {"input_ids": "ids", "attention_mask": "mask"},
               {"embedding": "EMBEDDING"})]),
     }

@@ -63,6 +63,7 @@ def test_gpu_repository_configs_are_valid_model_configs(tiny_hf_bundle: Path,
     image = configs["clip_image"]
     assert image.platform == "ensemble"
     assert image.input[0].name == "IMAGE" and image.output[0].name == "EMBEDDING"
+    assert [o.name for o in image.output] == ["EMBEDDING", "MODEL"]
     assert [s.model_name for s in image.ensemble_scheduling.step] == [
         "image_preprocess", "clip_image_encoder"]
 

@@ -26,6 +26,7 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(f"{result.reason}: {result}")
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
             else:
-                out = pb_utils.Tensor("EMBEDDING", result)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+                out = [pb_utils.Tensor("EMBEDDING", result),
+                       pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(result)))]
+                responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses
