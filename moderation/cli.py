@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moderation.config import Settings
+from moderation.encoders import Encoder
 from moderation.errors import ModerationError
 
 log = logging.getLogger(__name__)
 
 
-def _encoder(settings: Settings, local: bool, bundle: str | None) -> object:
+def _encoder(settings: Settings, local: bool, bundle: str | None) -> Encoder:
     if local:
         from moderation.encoders import LocalEncoder
         from moderation.models.bundle import load_bundle
@@ -33,7 +34,7 @@ def cmd_moderate(args: argparse.Namespace, settings: Settings) -> int:
 
     policies = load_policy_dir(Path(args.policies or settings.policies.dir))
     encoder = _encoder(settings, args.local, args.bundle)
-    results = moderate_files([Path(f) for f in args.files], encoder,  # type: ignore[arg-type]
+    results = moderate_files([Path(f) for f in args.files], encoder,
                              policies, settings.images.limits())
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
@@ -61,7 +62,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
              "lookalikes": args.lookalikes}
     report: dict[str, object] = {}
     if args.calibrate:
-        thresholds = ev.calibrate(encoder, policies,  # type: ignore[arg-type]
+        thresholds = ev.calibrate(encoder, policies,
                                   ev.build_scenes("noto-val", **sizes))
         report["calibrated_thresholds"] = thresholds
         print("thresholds maximising F1 on noto-val:", json.dumps(thresholds))
@@ -74,7 +75,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
               "gemojione": "(b) EmojiOne art style, never used in training"}
     splits = ["noto", "gemojione"] if args.split == "all" else [args.split]
     for split in splits:
-        rows = ev.evaluate(encoder, policies, ev.build_scenes(split, **sizes))  # type: ignore[arg-type]
+        rows = ev.evaluate(encoder, policies, ev.build_scenes(split, **sizes))
         report[split] = {"macro_f1": round(ev.macro_f1(rows), 4),
                          "policies": [r.__dict__ for r in rows]}
         if not args.json:
@@ -146,7 +147,7 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
         return 0
     encoder = _encoder(settings, args.local, None)
-    version = apply_policies(policies, encoder, RedisPolicyStore(settings.redis.url))  # type: ignore[arg-type]
+    version = apply_policies(policies, encoder, RedisPolicyStore(settings.redis.url))
     print(f"applied {len(policies.policies)} policies as version {version}")
     return 0
 

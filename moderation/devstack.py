@@ -19,6 +19,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,10 +187,11 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def wait_until(check: object, proc: ManagedProcess, timeout_s: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], proc: ManagedProcess, timeout_s: float,
+               what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         if not proc.alive():
             raise ConfigError(f"{proc.name} exited before {what}; log tail:\n{proc.log_tail()}")

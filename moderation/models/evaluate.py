@@ -22,8 +22,9 @@ from PIL import Image
 from moderation.encoders import Encoder
 from moderation.models import emoji_data as ed
 from moderation.models.eval_labels import LOOKALIKES, POLICY_EMOJI, is_labelled, policies_of
+from moderation.moderate import compile_for
 from moderation.policy import PolicySet
-from moderation.scoring import PolicyMatrix, compile_policies, score
+from moderation.scoring import PolicyMatrix, score
 
 SPLIT_SEEDS = {"noto-val": 1001, "noto": 1002, "gemojione": 1003}
 CANVAS = 256
@@ -117,12 +118,6 @@ def macro_f1(rows: Sequence[PolicyMetrics]) -> float:
     return float(np.mean(scored)) if scored else 0.0
 
 
-def compile_with(encoder: Encoder, policies: PolicySet) -> PolicyMatrix:
-    texts = policies.texts()
-    emb = encoder.embed_texts(texts)
-    return compile_policies(policies, dict(zip(texts, emb, strict=True)))
-
-
 def embed_scenes(encoder: Encoder, scenes: Sequence[Scene], batch: int = 64) -> NDArray[Any]:
     parts = [encoder.embed_images([s.image for s in scenes[i:i + batch]])
              for i in range(0, len(scenes), batch)]
@@ -131,14 +126,14 @@ def embed_scenes(encoder: Encoder, scenes: Sequence[Scene], batch: int = 64) -> 
 
 def evaluate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene],
              matrix: PolicyMatrix | None = None) -> list[PolicyMetrics]:
-    matrix = matrix or compile_with(encoder, policies)
+    matrix = matrix or compile_for(encoder, policies)
     s = score(embed_scenes(encoder, scenes), matrix)
     return metrics(s.flagged, truth_matrix(scenes, matrix.names), matrix.names)
 
 
 def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) -> dict[str, float]:
     """Per policy, the threshold that maximises F1 on ``scenes`` (ties: the midpoint)."""
-    matrix = compile_with(encoder, policies)
+    matrix = compile_for(encoder, policies)
     s = score(embed_scenes(encoder, scenes), matrix)
     truth = truth_matrix(scenes, matrix.names)
     out = {}

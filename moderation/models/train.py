@@ -10,6 +10,7 @@ negatives are every other caption).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -98,8 +99,6 @@ def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.I
     canvas = int(rng.choice([64, 96, 128, 192]))
     img = _jitter(rng, ed.compose(rng, [_restyle(rng, g) for g in glyphs], canvas))
     if rng.random() < 0.25:  # real uploads are often JPEG
-        import io
-
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=int(rng.integers(30, 96)))
         img = Image.open(buf).convert("RGB")
