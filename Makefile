@@ -25,11 +25,9 @@ $(SYSTEM_STAMP): scripts/system-deps.sh | $(STAMP)
 	scripts/system-deps.sh
 	touch $@
 
+# stack up (unless running), apply policies/, a worker, samples/* through Kafka, stack down
 demo: setup
-	@set -e; trap '$(BIN)/moderation dev down >/dev/null' EXIT; \
-	$(BIN)/moderation dev up; \
-	eval "$$($(BIN)/moderation dev env)"; \
-	$(BIN)/moderation moderate samples/*
+	$(BIN)/moderation demo
 
 test: setup
 	$(BIN)/python -m pytest -q

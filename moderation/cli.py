@@ -11,7 +11,7 @@ from pathlib import Path
 
 from moderation.config import Settings
 from moderation.encoders import Encoder
-from moderation.errors import ModerationError
+from moderation.errors import ConfigError, ModerationError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.store import RedisPolicyStore, apply_policies
 
     if args.action == "list":
-        stored = RedisPolicyStore(settings.redis.url).load()
+        stored = RedisPolicyStore.from_settings(settings.redis).load()
         print(f"version {stored.version}  model {stored.model}")
         for p in stored.policies.policies:
             print(f"  {p.name:<20} threshold {p.threshold:.3f}  {len(p.prompts)} prompts, "
@@ -147,9 +147,35 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
         return 0
     encoder = _encoder(settings, args.local, None)
-    version = apply_policies(policies, encoder, RedisPolicyStore(settings.redis.url))
+    version = apply_policies(policies, encoder, RedisPolicyStore.from_settings(settings.redis))
     print(f"applied {len(policies.policies)} policies as version {version}")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.service import run_worker
+
+    run_worker(settings, idle_exit_s=args.idle_exit)
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.produce import produce_files
+
+    for p in produce_files(settings.kafka, [Path(f) for f in args.files], args.id_prefix,
+                           raw=args.raw, topic=args.topic):
+        print(f"{p.upload_id}  {p.path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.demo import run_demo
+
+    samples = sorted(Path(args.samples).glob("*.*"))
+    if not samples:
+        raise ConfigError(f"no sample images in {args.samples}")
+    return run_demo(settings, samples, Path(args.policies or settings.policies.dir),
+                    keep_stack=args.keep_stack, timeout_s=args.timeout)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,6 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--local", action="store_true",
                      help="apply: embed prompts in-process instead of through Triton")
     pol.set_defaults(func=cmd_policies)
+
+    w = sub.add_parser("worker", help="consume uploads, publish decisions (runs until SIGTERM)")
+    w.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="exit after SECONDS without new uploads and with nothing in flight")
+    w.set_defaults(func=cmd_worker)
+
+    pr = sub.add_parser("produce", help="send image files as upload events")
+    pr.add_argument("files", nargs="+", metavar="FILE")
+    pr.add_argument("--id-prefix", default="", help="upload id = prefix + file stem")
+    pr.add_argument("--raw", action="store_true",
+                    help="send raw image bytes with header upload-id instead of JSON")
+    pr.add_argument("--topic", help="default: settings (uploads)")
+    pr.set_defaults(func=cmd_produce)
+
+    dm = sub.add_parser("demo", help="stack up, apply policies, moderate the samples through "
+                        "Kafka, print the decisions")
+    dm.add_argument("--samples", default="samples", help="directory of sample images")
+    dm.add_argument("--policies", help="policy directory (default: settings, 'policies')")
+    dm.add_argument("--keep-stack", action="store_true",
+                    help="leave the embedded stack running afterwards")
+    dm.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds to wait for every decision")
+    dm.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("dev", help="the embedded stack on 127.0.0.1")
     d.add_argument("action", choices=["up", "down", "status", "env"])
@@ -244,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if not args.verbose:  # kafka-python narrates every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         return int(args.func(args, Settings()))
     except ModerationError as exc:

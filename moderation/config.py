@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moderation.images import DecodeLimits
@@ -38,10 +38,55 @@ class TritonSettings(_Section):
 
 class KafkaSettings(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap host:port list")
+    input_topic: str = Field("uploads", description="upload events consumed")
+    decision_topic: str = Field("moderation.decisions", description="decisions published")
+    dead_letter_topic: str = Field("moderation.dlq", description="undecidable input, with reason")
+    group_id: str = Field("moderation", description="consumer group of the workers")
+    session_timeout_ms: int = Field(10_000, gt=0, description="consumer group session timeout")
+    max_poll_records: int = Field(256, gt=0, description="records fetched per poll")
+    max_message_bytes: int = Field(30 * 1024 * 1024, gt=0,
+                                   description="largest upload event accepted (else dead letter)")
+    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, "
+                                   "SASL_SSL")
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL listeners")
+
+    def client_options(self) -> dict[str, object]:
+        """Connection options shared by producers, consumers and admin clients."""
+        opts: dict[str, object] = {"bootstrap_servers": self.bootstrap_servers.split(","),
+                                   "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = (self.sasl_password.get_secret_value()
+                                           if self.sasl_password else None)
+        if self.ssl_cafile:
+            opts["ssl_cafile"] = str(self.ssl_cafile)
+        return opts
 
 
 class RedisSettings(_Section):
-    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (no password in it)")
+    password: SecretStr | None = Field(None, description="Redis password (secret)")
+    key_prefix: str = Field("moderation", description="prefix of every key and channel")
+
+
+class WorkerSettings(_Section):
+    http_host: str = Field("127.0.0.1", description="bind address of /metrics, /healthz, /readyz"
+                           " (0.0.0.0 in a pod)")
+    http_port: int = Field(9300, ge=0, description="port of /metrics, /healthz, /readyz "
+                           "(0 = any free port)")
+    max_in_flight: int = Field(512, gt=0, description="undecided messages before the consumer "
+                               "pauses its partitions")
+    concurrent_batches: int = Field(2, gt=0, description="batches in Triton at once")
+    batch_linger_ms: int = Field(5, ge=0, description="wait for a fuller batch at most this long")
+    commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are "
+                                     "committed")
+    retry_max_s: float = Field(10.0, gt=0, description="longest backoff while Triton is down")
+    drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, how long in-flight "
+                                   "work may finish before it is abandoned uncommitted")
 
 
 class ImageSettings(_Section):
@@ -73,6 +118,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    worker: WorkerSettings = WorkerSettings()
     images: ImageSettings = ImageSettings()
     policies: PolicySettings = PolicySettings()
     dev: DevSettings = DevSettings()

@@ -19,7 +19,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,4 +270,20 @@ def start_redis(state_dir: Path, port: int | None = None,
            "--appendonly", "no", "--daemonize", "no", "--dir", str(state_dir)]
     proc = spawn("redis", cmd, state_dir, dict(os.environ))
     wait_until(lambda: port_open(port), proc, timeout_s, "listening")
+    return proc, port
+
+
+# --- the worker itself, as a process (demo, end-to-end and crash tests) -------------------
+
+
+def start_worker(state_dir: Path, env: dict[str, str], name: str = "worker",
+                 args: Sequence[str] = (), timeout_s: float = 60.0) -> tuple[ManagedProcess, int]:
+    """``moderation worker`` as its own process, waiting until ``/healthz`` answers."""
+    state_dir = state_dir.resolve()
+    port = free_port()
+    full_env = {**os.environ, **env, "MODERATION_WORKER__HTTP_PORT": str(port)}
+    proc = spawn(name, [sys.executable, "-m", "moderation", "worker", *args], state_dir,
+                 full_env)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), proc, timeout_s,
+               "serving /healthz")
     return proc, port

@@ -9,15 +9,17 @@ centre-crop, scale to [0, 1], normalise per channel.
 from __future__ import annotations
 
 import io
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moderation.errors import ImageError
+
+_T = TypeVar("_T")
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -45,32 +47,61 @@ class Preprocess:
     resample: str = "bicubic"
 
 
-def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
-    """Decode encoded image bytes to an RGB image, or raise ``ImageError`` with a reason."""
+def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """Open (headers only) and enforce every limit before any pixel is decoded."""
     if not data:
         raise ImageError("empty_image", "image is 0 bytes")
     if len(data) > limits.max_bytes:
         raise ImageError("image_too_large",
                          f"image is {len(data)} bytes, limit is {limits.max_bytes}")
+    img = Image.open(io.BytesIO(data))
+    w, h = img.size
+    if w * h > limits.max_pixels:
+        raise ImageError("too_many_pixels",
+                         f"image is {w}x{h} pixels, limit is {limits.max_pixels}")
+    frames = getattr(img, "n_frames", 1)
+    if frames > limits.max_frames:
+        raise ImageError("too_many_frames",
+                         f"image has {frames} frames, limit is {limits.max_frames}")
+    return img
+
+
+def inspect_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[str, int, int]:
+    """Cheap pre-check without decoding pixels: ``(format, width, height)`` or ``ImageError``.
+
+    Catches empty, oversized, non-image, bomb and many-frame input; a file that is only
+    truncated or corrupt past its header passes and fails later, in ``decode_image``.
+    """
+    return _guarded(lambda: _describe(_open_checked(data, limits)))
+
+
+def _describe(img: Image.Image) -> tuple[str, int, int]:
+    return str(img.format), img.size[0], img.size[1]
+
+
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Decode encoded image bytes to an RGB image, or raise ``ImageError`` with a reason."""
+    return _guarded(lambda: _decode(_open_checked(data, limits)))
+
+
+def _decode(img: Image.Image) -> Image.Image:
+    img.load()  # first frame only
+    upright: Image.Image = ImageOps.exif_transpose(img) or img
+    return to_rgb(upright)
+
+
+def _guarded(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` mapping every Pillow failure to an ``ImageError`` with a stable reason.
+
+    Our own pixel limit is checked before Pillow's bomb check matters; no
+    ``warnings.catch_warnings`` here because it is not thread-safe and workers decode in
+    threads.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                raise ImageError("too_many_pixels",
-                                 f"image is {w}x{h} pixels, limit is {limits.max_pixels}")
-            frames = getattr(img, "n_frames", 1)
-            if frames > limits.max_frames:
-                raise ImageError("too_many_frames",
-                                 f"image has {frames} frames, limit is {limits.max_frames}")
-            img.load()  # first frame only
-            upright: Image.Image = ImageOps.exif_transpose(img) or img
-            return to_rgb(upright)
+        return fn()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ImageError("undecodable_image", f"not a decodable image: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError("corrupt_image", f"corrupt or truncated image: {exc}") from exc

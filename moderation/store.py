@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from moderation.config import RedisSettings
 from moderation.encoders import Encoder
 from moderation.errors import ModerationError
 from moderation.policy import Policy, PolicySet
@@ -59,14 +60,20 @@ def _decode(s: str | bytes) -> NDArray[Any]:
 
 
 class RedisPolicyStore:
-    def __init__(self, url: str, prefix: str = "moderation", timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, prefix: str = "moderation", timeout_s: float = 5.0,
+                 password: str | None = None) -> None:
         import redis
 
         self._redis = redis
         self.url = url
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                           socket_connect_timeout=timeout_s)
+                                           socket_connect_timeout=timeout_s, password=password)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> RedisPolicyStore:
+        password = settings.password.get_secret_value() if settings.password else None
+        return cls(settings.url, settings.key_prefix, password=password)
 
     @property
     def channel(self) -> str:

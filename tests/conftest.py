@@ -98,3 +98,27 @@ def knife_and_dog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         path.write_bytes(ed.encode_image(ed.compose(rng, [glyph], 256, 0.0), "PNG"))
         paths[stem] = path
     return paths
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port, stopped by PID."""
+    from moderation.devstack import start_redis
+
+    proc, port = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Tansu Kafka-protocol broker (memory storage) on a free port, stopped by PID."""
+    from moderation.devstack import start_tansu
+
+    proc, port = start_tansu(tmp_path_factory.mktemp("tansu"))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()

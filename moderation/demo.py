@@ -1,0 +1,197 @@
+"""``moderation demo``: the whole service on the embedded stack, end to end.
+
+Starts the stack (unless it runs), applies ``policies/``, starts a worker process,
+produces the sample images as upload events, follows the decision and dead-letter topics
+until every upload has its answer, and prints what was decided.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moderation import devstack, stack
+from moderation.config import Settings
+from moderation.kafka_io import ensure_topics
+from moderation.models.eval_labels import policies_of
+from moderation.policy import load_policy_dir
+from moderation.produce import produce_files
+from moderation.samples import SAMPLES
+from moderation.service import triton_encoder
+from moderation.store import RedisPolicyStore, apply_policies
+
+log = logging.getLogger(__name__)
+
+EXPECTED = {stem: policies_of(list(chars)) for stem, chars in SAMPLES}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    upload_id: str
+    name: str
+    decision: dict[str, Any] | None = None
+    dead_letter: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.decision is not None:
+            return str(self.decision["decision"])
+        return "dead-letter" if self.dead_letter else "undecided"
+
+
+def stack_settings(settings: Settings) -> tuple[Settings, dict[str, str], bool]:
+    """Bring the embedded stack up; settings and env that point at it; whether we started it."""
+    before = stack.read_state(settings)
+    was_up = all(stack.healthy(n, before) for n in stack.SERVICES)
+    if not was_up:
+        print("starting the embedded stack (Tansu broker, redis-server, tritonserver)...",
+              file=sys.stderr)
+    state = stack.up(settings)
+    env = dict(line.removeprefix("export ").split("=", 1) for line in stack.env_lines(state))
+    os.environ.update(env)
+    return Settings(), env, not was_up
+
+
+def follow_results(settings: Settings, ids: dict[str, str], timeout_s: float,
+                   progress: bool = True) -> dict[str, Outcome]:
+    """Read the decision and dead-letter topics until every id has an outcome or time is up."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    k = settings.kafka
+    consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
+           for p in sorted(consumer.partitions_for_topic(t) or [])]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    outcomes: dict[str, Outcome] = {}
+    bar = _progress(len(ids), progress)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(outcomes) < len(ids) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                for r in records:
+                    uid = r.key.decode("utf-8", "replace") if r.key else ""
+                    if uid not in ids or uid in outcomes:
+                        continue
+                    if tp.topic == k.decision_topic:
+                        outcomes[uid] = Outcome(uid, ids[uid], decision=json.loads(r.value))
+                    else:
+                        reason = dict(r.headers or []).get("error-type", b"?").decode()
+                        outcomes[uid] = Outcome(uid, ids[uid], dead_letter=reason)
+                    bar.update(1)
+    finally:
+        bar.close()
+        consumer.close()
+    return outcomes
+
+
+def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample from a worker's /metrics (None if it is not exported or not reachable)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in (labels or {}).items()):
+                return float(sample.value)
+    return None
+
+
+def wait_for_partitions(worker: devstack.ManagedProcess, port: int, timeout_s: float) -> None:
+    """Until the worker has joined its group (so latencies measure moderation, not the join)."""
+    devstack.wait_until(
+        lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0, worker,
+        timeout_s, "assigned partitions")
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="decisions", unit="upload", file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True)
+
+
+def format_table(outcomes: Sequence[Outcome]) -> str:
+    rows = [("upload", "expected", "decision", "flagged", "top policy (score / threshold)")]
+    for o in outcomes:
+        expected = ",".join(sorted(EXPECTED.get(o.name, set()))) or "-"
+        if o.decision is None:
+            rows.append((o.name, expected, o.status, "-", o.dead_letter or "-"))
+            continue
+        top = max(o.decision["verdicts"], key=lambda v: v["score"] - v["threshold"])
+        rows.append((o.name, expected, o.status, ",".join(o.decision["flagged_policies"]) or "-",
+                     f"{top['policy']} ({top['score']:.3f} / {top['threshold']:.3f})"))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    return "\n".join("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4]
+                     for r in rows)
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    decided = [(o, o.decision) for o in outcomes if o.decision is not None]
+    flagged = sum(d["decision"] == "flag" for _, d in decided)
+    dead = sum(o.dead_letter is not None for o in outcomes)
+    undecided = sum(o.status == "undecided" for o in outcomes)
+    known = [(EXPECTED[o.name], d) for o, d in decided if o.name in EXPECTED]
+    exact = sum(set(d["flagged_policies"]) == want for want, d in known)
+    right_call = sum((d["decision"] == "flag") == bool(want) for want, d in known)
+    versions = sorted({str(d["policy_version"]) for _, d in decided})
+    models = sorted({str(d["model"]) for _, d in decided})
+    latencies = sorted(float(d["latency_ms"]) for _, d in decided)
+    p50 = f"{latencies[len(latencies) // 2]:.0f} ms" if latencies else "-"
+    return (f"{len(outcomes)} uploads: {flagged} flagged, {len(decided) - flagged} allowed, "
+            f"{dead} dead-lettered, {undecided} undecided\n"
+            f"flag/allow as expected: {right_call}/{len(known)}; exactly the expected "
+            f"policies: {exact}/{len(known)}\n"
+            f"policy version {','.join(versions) or '-'}, model {','.join(models) or '-'}, "
+            f"median latency {p50} (event created to decision)")
+
+
+def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+             keep_stack: bool = False, timeout_s: float = 300.0) -> int:
+    settings, env, started = stack_settings(settings)
+    worker = None
+    try:
+        k = settings.kafka
+        ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+        version = apply_policies(load_policy_dir(policies_dir), triton_encoder(settings),
+                                 RedisPolicyStore.from_settings(settings.redis))
+        print(f"applied {policies_dir} as policy version {version}", file=sys.stderr)
+        worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
+        print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "
+              f"log {worker.log_path}", file=sys.stderr)
+        wait_for_partitions(worker, port, 120.0)
+        prefix = f"demo-{uuid.uuid4().hex[:8]}-"
+        produced = produce_files(k, samples, id_prefix=prefix)
+        ids = {p.upload_id: p.path.stem for p in produced}
+        outcomes = follow_results(settings, ids, timeout_s, progress=sys.stderr.isatty())
+    finally:
+        if worker is not None:
+            worker.stop()
+        if started and not keep_stack:
+            stack.down(settings)
+    ordered = [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+    print(format_table(ordered))
+    print()
+    print(summary(ordered))
+    missing = [o.name for o in ordered if o.status == "undecided"]
+    if missing:
+        print(f"error: no decision within {timeout_s:.0f} s for: {', '.join(missing)} "
+              f"(worker log: {settings.dev.state_dir / 'worker-demo.log'})", file=sys.stderr)
+        return 1
+    return 0

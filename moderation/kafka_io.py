@@ -1,0 +1,129 @@
+"""The Kafka edge: the record and publisher interfaces the worker codes against, and the
+kafka-python clients behind them. Plain Kafka protocol only, so a real cluster works
+unchanged (the embedded stack runs the Tansu broker)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from moderation.config import KafkaSettings
+from moderation.errors import ModerationError
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+Done = Callable[[Exception | None], None]
+
+
+class BrokerError(ModerationError):
+    """The Kafka cluster refused or could not be reached."""
+
+
+class Record(Protocol):
+    """What the worker reads from a consumed message (kafka-python's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers,
+                done: Done) -> None:
+        """Send asynchronously; ``done(None)`` once the broker acknowledged (acks=all),
+        ``done(exc)`` if it did not."""
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class KafkaPublisher:
+    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
+        from kafka import KafkaProducer
+
+        options: dict[str, Any] = {
+            **settings.client_options(),
+            "acks": "all",
+            "linger_ms": 2,
+            # a dead letter carries the whole original value, however large
+            "max_request_size": settings.max_message_bytes + 1024 * 1024,
+            **overrides,
+        }
+        try:
+            self._producer = KafkaProducer(**options)
+        except Exception as exc:
+            raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers,
+                done: Done) -> None:
+        try:
+            future = self._producer.send(topic, key=key, value=value, headers=list(headers))
+        except Exception as exc:  # buffer full, message too large, closed...
+            done(exc)
+            return
+        future.add_callback(lambda _meta: done(None))
+        future.add_errback(done)
+
+    def flush(self, timeout_s: float) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except Exception as exc:  # a flush timeout leaves unacknowledged sends uncommitted
+            log.warning("producer flush did not finish: %s", exc)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+def make_consumer(settings: KafkaSettings, **overrides: Any) -> Any:
+    """A group consumer with manual commits; the worker commits acknowledged offsets."""
+    from kafka import KafkaConsumer
+
+    options: dict[str, Any] = {
+        **settings.client_options(),
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.max_poll_records,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 4),
+        "fetch_max_bytes": max(52_428_800, settings.max_message_bytes + 1024 * 1024),
+        "max_partition_fetch_bytes": settings.max_message_bytes + 1024 * 1024,
+        **overrides,
+    }
+    try:
+        return KafkaConsumer(**options)
+    except Exception as exc:
+        raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
+
+
+def ensure_topics(settings: KafkaSettings, names: Sequence[str], partitions: int = 4) -> None:
+    """Create the topics that do not exist yet (dev and tests; real clusters own theirs)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**settings.client_options())
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another client won the race
+                admin.create_topics(new)
+    except Exception as exc:
+        raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        admin.close()

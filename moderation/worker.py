@@ -1,0 +1,476 @@
+"""The streaming worker: upload events in, decisions (or dead letters) out, at least once.
+
+Threads and what they own:
+    main        the Kafka consumer (poll, pause/resume, commit), parsing, batching
+    batch-N     validation, the Triton call (with backoff while it is down), scoring, sends
+    producer    kafka-python's sender; its acknowledgements feed the offset tracker
+    kafka IO    kafka-python's event loop; runs the rebalance listener
+The offset tracker and partition epochs are shared, under one lock. An offset is committed
+only when every message up to it has a broker-acknowledged decision or dead letter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from moderation.batching import Batcher, decide, started_at
+from moderation.config import Settings
+from moderation.encoders import Encoder, RejectedImage
+from moderation.errors import EncoderError, EncoderUnavailable, ImageError
+from moderation.events import Decision, InputError, Upload, dead_letter_headers, parse_upload
+from moderation.images import inspect_image
+from moderation.kafka_io import Headers, Publisher, Record
+from moderation.live_policies import ActivePolicies, LivePolicies
+from moderation.metrics import Metrics
+from moderation.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+TP = Any  # kafka.TopicPartition: a (topic, partition) named tuple
+
+
+@dataclass(frozen=True)
+class Job:
+    """One parsed upload waiting for its decision."""
+
+    tp: TP
+    epoch: int
+    record: Record
+    upload: Upload
+    started: datetime
+
+
+@dataclass(frozen=True)
+class Send:
+    """One decision or dead letter on its way to the broker, and what its ack settles."""
+
+    tp: TP
+    epoch: int
+    offset: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    decision: Decision | None = None
+    error_type: str | None = None
+    attempt: int = 0
+    not_before: float = 0.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, consumer: Any, publisher: Publisher,
+                 encoder: Encoder, policies: LivePolicies, metrics: Metrics) -> None:
+        self.settings = settings
+        self.consumer = consumer  # kafka-python KafkaConsumer (untyped); main thread only
+        self.publisher = publisher
+        self.encoder = encoder
+        self.policies = policies
+        self.metrics = metrics
+        w = settings.worker
+        self._batcher: Batcher[Job] = Batcher(settings.triton.batch_size,
+                                              w.batch_linger_ms / 1000)
+        self._executor = ThreadPoolExecutor(w.concurrent_batches, thread_name_prefix="batch")
+        self._futures: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self._tracker = OffsetTracker()
+        self._epochs: dict[TP, int] = {}
+        self._retries: list[Send] = []
+        self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self._fatal: BaseException | None = None
+        self._paused = False
+        self._tick = time.monotonic()
+        self._triton_failing = False
+        self._broker_checked = (0.0, False)
+        self.stats = {"decided": 0, "dead_lettered": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop polling, finish what it can, commit and leave the group."""
+        self._stop.set()
+
+    def run(self, idle_exit_s: float | None = None) -> None:
+        """Consume until ``stop()``, a fatal error, or ``idle_exit_s`` without any work."""
+        from kafka import ConsumerRebalanceListener
+
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Iterable[TP]) -> None:
+                worker._revoke(revoked, commit=True)
+
+            def on_partitions_assigned(self, assigned: Iterable[TP]) -> None:
+                log.info("partitions assigned: %s", _names(assigned))
+
+            def on_partitions_lost(self, lost: Iterable[TP]) -> None:
+                worker._revoke(lost, commit=False)
+
+        topic = self.settings.kafka.input_topic
+        self.consumer.subscribe([topic], listener=Listener())
+        log.info("consuming topic=%s group=%s", topic, self.settings.kafka.group_id)
+        last_work = last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = self._tick = time.monotonic()
+                self._resend_due(now)
+                self._flow_control()
+                polled: Mapping[TP, list[Record]] = self.consumer.poll(timeout_ms=100)
+                now = time.monotonic()
+                for tp, records in polled.items():
+                    for record in records:
+                        self._accept(tp, record, now)
+                if polled or self.in_flight():
+                    last_work = now
+                self._submit_ready(now)
+                if now - last_commit >= self.settings.worker.commit_interval_s:
+                    self._commit()
+                    self._update_lag()
+                    last_commit = now
+                if idle_exit_s is not None and now - last_work >= idle_exit_s:
+                    log.info("idle for %.1f s with nothing in flight: exiting", idle_exit_s)
+                    break
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _shutdown(self) -> None:
+        w = self.settings.worker
+        abandoned = len(self._batcher)
+        log.info("stopping: in_flight=%d (unsubmitted %d abandoned uncommitted)",
+                 self.in_flight(), abandoned)
+        deadline = time.monotonic() + w.drain_timeout_s
+        for fut in list(self._futures):
+            try:
+                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            except Exception:  # already logged by the batch; fatal is recorded
+                pass
+        if any(not f.done() for f in self._futures):
+            log.warning("drain timeout: abandoning in-flight batches; they stay uncommitted")
+        self._abandon.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.publisher.flush(max(1.0, deadline - time.monotonic()))
+        self._commit()
+        try:
+            self.consumer.close(autocommit=False)  # leaves the group: partitions move now
+        except Exception as exc:
+            log.warning("consumer close failed: %s", exc)
+        log.info("stopped: decided=%d dead_lettered=%d in_flight_uncommitted=%d",
+                 self.stats["decided"], self.stats["dead_lettered"], self.in_flight())
+
+    # --- health ---------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._tracker.in_flight()
+
+    def live(self) -> bool:
+        return time.monotonic() - self._tick < 60.0
+
+    def readiness(self) -> dict[str, bool]:
+        ready_fn = getattr(self.encoder, "ready", None)
+        triton = (ready_fn() if ready_fn else True) and not self._triton_failing
+        checks = {"broker": self._broker_reachable(), "triton": bool(triton),
+                  "policies": self.policies.active is not None}
+        self.metrics.ready.set(1 if all(checks.values()) else 0)
+        return checks
+
+    def _broker_reachable(self) -> bool:
+        checked_at, ok = self._broker_checked
+        if time.monotonic() - checked_at < 2.0:
+            return ok
+        ok = False
+        for server in self.settings.kafka.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
+                    ok = True
+                    break
+            except (OSError, ValueError):
+                continue
+        self._broker_checked = (time.monotonic(), ok)
+        return ok
+
+    # --- main thread: accept, batch, commit ----------------------------------------------
+
+    def _accept(self, tp: TP, record: Record, now: float) -> None:
+        with self._lock:
+            try:
+                self._tracker.track(tp, record.offset)
+            except ValueError:
+                log.debug("skipping redelivered offset topic=%s partition=%d offset=%d",
+                          record.topic, record.partition, record.offset)
+                return
+            epoch = self._epochs.setdefault(tp, 0)
+        try:
+            upload = parse_upload(record.value, record.headers or [],
+                                  self.settings.kafka.max_message_bytes)
+        except InputError as exc:
+            self._dead_letter(tp, epoch, record, exc.reason, str(exc))
+            return
+        if upload.image is None:
+            self._dead_letter(tp, epoch, record, "url_not_allowed",
+                              "image_url fetching is not enabled on this worker "
+                              "(no allowed hosts configured)", upload.upload_id)
+            return
+        self._batcher.add(Job(tp, epoch, record, upload, started_at(upload, record.timestamp)),
+                          now)
+
+    def _submit_ready(self, now: float) -> None:
+        while (batch := self._batcher.take(now)) is not None:
+            with self._lock:  # a revoked partition's jobs belong to its new owner now
+                batch = [j for j in batch if self._epochs.get(j.tp) == j.epoch]
+            if batch:
+                fut = self._executor.submit(self._process, batch)
+                self._futures.add(fut)
+                fut.add_done_callback(self._futures.discard)
+
+    def _flow_control(self) -> None:
+        limit = self.settings.worker.max_in_flight
+        n = self.in_flight()
+        self.metrics.in_flight.set(n)
+        if n >= limit:
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.pause(*assigned)
+            if not self._paused:
+                log.info("pausing consumption: in_flight=%d >= %d", n, limit)
+            self._paused = True
+        elif self._paused and n < limit // 2:
+            self.consumer.resume(*self.consumer.paused())
+            self._paused = False
+            log.info("resuming consumption: in_flight=%d", n)
+
+    def _commit(self) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        with self._lock:
+            offsets: dict[TP, int] = dict(self._tracker.all_committable())
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except Exception as exc:  # rebalance in progress, coordinator moved: retry next round
+            self.metrics.commits.labels("error").inc()
+            log.warning("offset commit failed (will retry): %s", exc)
+            return
+        self.metrics.commits.labels("ok").inc()
+        with self._lock:
+            for tp, offset in offsets.items():
+                self._tracker.mark_committed(tp, offset)
+        log.debug("committed %s", {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()})
+
+    def _update_lag(self) -> None:
+        assigned = self.consumer.assignment()
+        self.metrics.assigned_partitions.set(len(assigned))
+        for tp in assigned:
+            high = self.consumer.highwater(tp)  # Tansu's ListOffsets is wrong; fetch is right
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=0)
+            except Exception:
+                continue
+            if position is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - position))
+
+    def _revoke(self, tps: Iterable[TP], commit: bool) -> None:
+        """Rebalance listener (kafka IO thread): commit what is acknowledged, forget the rest.
+
+        Uses ``commit_async``: blocking calls from the IO thread would deadlock, and the
+        request is queued ahead of the re-join, while this member still owns the partitions.
+        """
+        from kafka.structs import OffsetAndMetadata
+
+        tps = list(tps)
+        if not tps:
+            return
+        offsets = {}
+        with self._lock:
+            for tp in tps:
+                offset = self._tracker.revoke(tp)
+                if offset is not None:
+                    offsets[tp] = OffsetAndMetadata(offset, "", -1)
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        for tp in tps:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        log.info("partitions %s: %s; committing %s", "revoked" if commit else "lost",
+                 _names(tps), {f"{tp.topic}/{tp.partition}": o.offset for tp, o in offsets.items()})
+        if commit and offsets:
+            try:
+                self.consumer.commit_async(offsets)
+            except Exception as exc:
+                log.warning("commit on revocation failed: %s", exc)
+
+    # --- sends and their acknowledgements ------------------------------------------------
+
+    def _send(self, send: Send) -> None:
+        self.publisher.publish(send.topic, send.key, send.value, send.headers,
+                               lambda exc: self._on_sent(send, exc))
+
+    def _on_sent(self, send: Send, exc: Exception | None) -> None:
+        """Producer thread: settle the message, or queue the send for a retry."""
+        if exc is not None:
+            self.metrics.publish_errors.inc()
+            delay = min(0.1 * 2 ** send.attempt, 5.0)
+            log.warning("send to topic=%s failed (attempt %d, retrying in %.1f s) "
+                        "partition=%d offset=%d: %s", send.topic, send.attempt + 1, delay,
+                        send.tp.partition, send.offset, exc)
+            with self._lock:
+                self._retries.append(replace(send, attempt=send.attempt + 1,
+                                             not_before=time.monotonic() + delay))
+            return
+        m = self.metrics
+        if send.decision is not None:
+            d = send.decision
+            log.debug("decided upload_id=%s decision=%s flagged=%s partition=%d offset=%d "
+                      "policy_version=%d", d.upload_id, d.decision,
+                      ",".join(d.flagged_policies) or "-", send.tp.partition, send.offset,
+                      d.policy_version)
+            m.messages.labels("decided").inc()
+            m.decisions.labels(d.decision).inc()
+            for policy in d.flagged_policies:
+                m.flags.labels(policy).inc()
+            # decided_at - latency = the event's creation; the ack is when it is really out
+            m.end_to_end_seconds.observe(
+                max(0.0, (datetime.now(UTC) - d.decided_at).total_seconds() + d.latency_ms / 1000))
+        else:
+            m.messages.labels("dead_lettered").inc()
+            m.dead_letters.labels(send.error_type or "unknown").inc()
+        with self._lock:
+            self.stats["decided" if send.decision else "dead_lettered"] += 1
+            if self._epochs.get(send.tp) == send.epoch:  # else revoked: the new owner redoes it
+                self._tracker.ack(send.tp, send.offset)
+
+    def _resend_due(self, now: float) -> None:
+        with self._lock:
+            due = [s for s in self._retries if s.not_before <= now]
+            self._retries = [s for s in self._retries if s.not_before > now]
+        for send in due:
+            if self._epochs.get(send.tp) == send.epoch:
+                self._send(send)
+
+    def _dead_letter(self, tp: TP, epoch: int, record: Record, error_type: str, message: str,
+                     upload_id: str | None = None) -> None:
+        log.warning("dead letter topic=%s partition=%d offset=%d upload_id=%s error_type=%s: %s",
+                    record.topic, record.partition, record.offset, upload_id or _key(record),
+                    error_type, message[:300])
+        headers = dead_letter_headers(list(record.headers or []), error_type, message,
+                                      record.topic, record.partition, record.offset)
+        self._send(Send(tp, epoch, record.offset, self.settings.kafka.dead_letter_topic,
+                        record.key, record.value, headers, error_type=error_type))
+
+    # --- batch threads ---------------------------------------------------------------------
+
+    def _process(self, jobs: list[Job]) -> None:
+        try:
+            self._decide(jobs)
+        except BaseException as exc:  # a bug, not bad input: stop so nothing is skipped
+            log.exception("batch of %d failed unexpectedly; stopping the worker uncommitted",
+                          len(jobs))
+            self._fatal = exc
+            self._stop.set()
+
+    def _decide(self, jobs: list[Job]) -> None:
+        m = self.metrics
+        t0 = time.perf_counter()
+        valid = []
+        limits = self.settings.images.limits()
+        for job in jobs:
+            try:
+                inspect_image(job.upload.image or b"", limits)
+                valid.append(job)
+            except ImageError as exc:
+                self._dead_letter(job.tp, job.epoch, job.record, exc.reason, str(exc),
+                                  job.upload.upload_id)
+        t1 = time.perf_counter()
+        m.stage_seconds.labels("validate").observe(t1 - t0)
+        if not valid:
+            return
+        embedded = self._embed(valid)
+        t2 = time.perf_counter()
+        m.stage_seconds.labels("infer").observe(t2 - t1)
+        if not embedded:
+            return  # abandoned (shutdown) or every image rejected
+        m.batch_size.observe(len(embedded))
+        active = self._await_policies()
+        if active is None:
+            return
+        t3 = time.perf_counter()
+        decisions = decide([(j.upload, j.started) for j, _ in embedded],
+                           np.stack([e for _, e in embedded]), active.matrix, active.version,
+                           active.model)
+        t4 = time.perf_counter()
+        m.stage_seconds.labels("score").observe(t4 - t3)
+        topic = self.settings.kafka.decision_topic
+        for (job, _), decision in zip(embedded, decisions, strict=True):
+            self._send(Send(job.tp, job.epoch, job.record.offset, topic,
+                            job.upload.upload_id.encode(), decision.to_bytes(), [],
+                            decision=decision))
+        m.stage_seconds.labels("publish").observe(time.perf_counter() - t4)
+
+    def _embed(self, jobs: list[Job]) -> list[tuple[Job, NDArray[Any]]] | None:
+        """Embeddings for the jobs Triton accepts; rejected images are dead-lettered (found
+        by bisection, so one bad image costs ~2 log2(batch) extra requests). While Triton is
+        unreachable: retry with backoff, never give up on an upload. None when abandoned."""
+        backoff = 0.1
+        while not self._abandon.is_set():
+            try:
+                emb = self.encoder.embed_images([j.upload.image or b"" for j in jobs])
+            except RejectedImage as exc:
+                self.metrics.triton_errors.labels("rejected").inc()
+                if len(jobs) == 1:
+                    job = jobs[0]
+                    self._dead_letter(job.tp, job.epoch, job.record, exc.reason, str(exc),
+                                      job.upload.upload_id)
+                    return []
+                mid = len(jobs) // 2
+                left, right = self._embed(jobs[:mid]), self._embed(jobs[mid:])
+                return None if left is None or right is None else left + right
+            except EncoderError as exc:
+                kind = "unavailable" if isinstance(exc, EncoderUnavailable) else "other"
+                self.metrics.triton_errors.labels(kind).inc()
+                if not self._triton_failing:
+                    log.warning("Triton call failed (%s); retrying with backoff, nothing is "
+                                "committed meanwhile: %s", kind, exc)
+                self._triton_failing = True
+                self._abandon.wait(backoff)
+                backoff = min(backoff * 2, self.settings.worker.retry_max_s)
+                continue
+            if self._triton_failing:
+                log.info("Triton answers again")
+                self._triton_failing = False
+            return list(zip(jobs, emb, strict=True))
+        return None
+
+    def _await_policies(self) -> ActivePolicies | None:
+        while not self._abandon.is_set():
+            active = self.policies.active or self.policies.wait_loaded(0.5)
+            if active is not None:
+                return active
+        return None
+
+
+def _names(tps: Iterable[TP]) -> str:
+    return ",".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)) or "-"
+
+
+def _key(record: Record) -> str:
+    return record.key.decode("utf-8", "replace")[:80] if record.key else "-"

@@ -1,0 +1,238 @@
+"""In-memory stand-ins for the worker's edges (pure-logic tests only; integration tests
+use the real broker, Redis and Triton)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from moderation.encoders import RejectedImage
+from moderation.errors import EncoderUnavailable
+from moderation.policy import Policy, PolicySet
+from moderation.store import StoredPolicySet, StoreError
+
+DIM = 8
+
+
+def unit(i: int) -> np.ndarray:
+    v = np.zeros(DIM, np.float32)
+    v[i] = 1.0
+    return v
+
+
+def png(color: tuple[int, int, int], size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+RED, BLUE = png((255, 0, 0)), png((0, 0, 255))
+# a PNG whose header is fine but whose pixel data is cut off: passes the worker's cheap
+# pre-check, so only the encoder can reject it
+TRUNCATED = png((0, 255, 0), 64)[:60]
+
+
+def policy_set(threshold: float = 0.5, extra: Sequence[Policy] = ()) -> PolicySet:
+    return PolicySet(policies=(Policy(name="red_things", threshold=threshold,
+                                      prompts=("red",)), *extra))
+
+
+EMBEDDINGS = {"red": unit(0), "blue": unit(1), "green": unit(2)}
+
+
+class FakeEncoder:
+    """RED embeds as unit(0), BLUE as unit(1); ``TRUNCATED`` is rejected; the first
+    ``unavailable`` calls fail as if Triton were down."""
+
+    model_name = "fake@1"
+
+    def __init__(self, unavailable: int = 0) -> None:
+        self.unavailable = unavailable
+        self.calls: list[int] = []
+        self.called = threading.Event()
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        self.calls.append(len(images))
+        self.called.set()
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            raise EncoderUnavailable("Triton at fake: connection refused")
+        if any(img == TRUNCATED for img in images):
+            raise RejectedImage("corrupt_image", "corrupt_image: truncated")
+        return np.stack([unit(0) if img == RED else unit(1) for img in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([EMBEDDINGS[t] for t in texts])
+
+    def ready(self) -> bool:
+        return True
+
+
+class FakeSource:
+    """A policy store in memory; ``down`` makes every call fail like Redis going away."""
+
+    def __init__(self) -> None:
+        self.sets: dict[int, StoredPolicySet] = {}
+        self.current: int | None = None
+        self.down = False
+        self.changed = threading.Event()
+        self.failed = threading.Event()  # set when a call met the outage
+
+    def publish(self, policies: PolicySet, model: str = "fake@1") -> int:
+        version = max(self.sets, default=0) + 1
+        emb = {t: EMBEDDINGS[t] for t in policies.texts()}
+        self.sets[version] = StoredPolicySet(version, model, policies, emb)
+        self.current = version
+        self.changed.set()
+        return version
+
+    def _check(self) -> None:
+        if self.down:
+            self.failed.set()
+            raise StoreError("Redis at fake: connection refused")
+
+    def current_version(self) -> int | None:
+        self._check()
+        return self.current
+
+    def load(self, version: int | None = None) -> StoredPolicySet:
+        self._check()
+        return self.sets[version if version is not None else self.current or 0]
+
+    def notifications(self, timeout_s: float = 1.0) -> Iterator[int | None]:
+        while True:
+            self._check()
+            fired = self.changed.wait(timeout_s)
+            self.changed.clear()
+            yield self.current if fired else None
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = -1
+
+
+class FakeConsumer:
+    """Serves scripted records per partition; records every commit."""
+
+    def __init__(self, records: Sequence[FakeRecord], on_commit: Callable[[dict[Any, int]], None]
+                 | None = None, revoke_at_poll: tuple[int, TP] | None = None) -> None:
+        self.revoke_at_poll = revoke_at_poll
+        self.polls = 0
+        self.revoked: set[TP] = set()
+        self.queues: dict[TP, list[FakeRecord]] = {}
+        for r in records:
+            self.queues.setdefault(TP(r.topic, r.partition), []).append(r)
+        self.commits: list[dict[TP, int]] = []
+        self.on_commit = on_commit
+        self._paused: set[TP] = set()
+        self.closed = False
+        self.pause_calls = 0
+        self.quiet = threading.Event()  # never set: a bounded wait standing in for poll's
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+        listener.on_partitions_assigned(set(self.queues))
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TP, list[Any]]:
+        self.polls += 1
+        if self.revoke_at_poll and self.polls == self.revoke_at_poll[0]:
+            tp = self.revoke_at_poll[1]  # a rebalance: the listener runs inside poll
+            self.listener.on_partitions_revoked({tp})
+            self.queues.pop(tp, None)
+            self.revoked.add(tp)
+        out = {}
+        for tp, queue in self.queues.items():
+            if tp not in self._paused and queue:
+                out[tp], self.queues[tp] = queue[:4], queue[4:]
+        if not out:
+            self.quiet.wait(timeout_ms / 1000)
+        return out
+
+    def commit(self, offsets: dict[TP, Any]) -> None:
+        plain = {tp: om.offset for tp, om in offsets.items()}
+        if self.on_commit:
+            self.on_commit(plain)
+        self.commits.append(plain)
+
+    def commit_async(self, offsets: dict[TP, Any]) -> None:
+        self.async_commits = {tp: om.offset for tp, om in offsets.items()}
+        self.commit(offsets)
+
+    def assignment(self) -> set[TP]:
+        return set(self.queues)
+
+    def pause(self, *tps: TP) -> None:
+        self.pause_calls += 1
+        self._paused.update(tps)
+
+    def resume(self, *tps: TP) -> None:
+        self._paused.difference_update(tps)
+
+    def paused(self) -> set[TP]:
+        return set(self._paused)
+
+    def highwater(self, tp: TP) -> int | None:
+        return None
+
+    def position(self, tp: TP, timeout_ms: int | None = None) -> int | None:
+        return None
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True
+
+    def last_committed(self) -> dict[TP, int]:
+        out: dict[TP, int] = {}
+        for c in self.commits:
+            out.update(c)
+        return out
+
+
+class FakePublisher:
+    """Acknowledges every send at once, except the first ``fail`` ones."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]], done: Callable[[Exception | None], None]
+                ) -> None:
+        with self.lock:
+            failing = self.fail > 0
+            if failing:
+                self.fail -= 1
+            else:
+                self.sent.append((topic, key, value, list(headers)))
+        done(RuntimeError("broker said no") if failing else None)
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes | None,
+                                          list[tuple[str, bytes]]]]:
+        with self.lock:
+            return [s for s in self.sent if s[0] == topic]
+
+    def flush(self, timeout_s: float) -> None:
+        pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+

@@ -1,0 +1,212 @@
+"""The worker loop against in-memory edges: outcomes, commits, outages, shutdown.
+
+The same loop runs against the real broker, Redis and Triton in test_worker_e2e.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from moderation.config import KafkaSettings, Settings, TritonSettings, WorkerSettings
+from moderation.live_policies import LivePolicies
+from moderation.metrics import Metrics
+from moderation.worker import Worker
+from tests.fakes import (
+    BLUE,
+    RED,
+    TP,
+    TRUNCATED,
+    FakeConsumer,
+    FakeEncoder,
+    FakePublisher,
+    FakeRecord,
+    FakeSource,
+    policy_set,
+)
+
+DECISIONS, DLQ = "moderation.decisions", "moderation.dlq"
+
+
+def event(upload_id: str, image: bytes) -> bytes:
+    return json.dumps({"upload_id": upload_id,
+                       "image_b64": base64.b64encode(image).decode()}).encode()
+
+
+def records(values: list[bytes | None], partition: int = 0,
+            headers: dict[int, list[tuple[str, bytes]]] | None = None) -> list[FakeRecord]:
+    return [FakeRecord("uploads", partition, offset, v, headers=(headers or {}).get(offset, []))
+            for offset, v in enumerate(values)]
+
+
+def settings(**worker: Any) -> Settings:
+    w = {"batch_linger_ms": 0, "commit_interval_s": 0.01, "drain_timeout_s": 5.0,
+         "retry_max_s": 0.05, **worker}
+    return Settings(worker=WorkerSettings(**w), triton=TritonSettings(batch_size=4),
+                    kafka=KafkaSettings())
+
+
+def make_worker(consumer: FakeConsumer, encoder: FakeEncoder | None = None,
+                publisher: FakePublisher | None = None, source: FakeSource | None = None,
+                cfg: Settings | None = None) -> tuple[Worker, FakePublisher, Metrics]:
+    if source is None:
+        source = FakeSource()
+        source.publish(policy_set())
+    metrics = Metrics(CollectorRegistry())
+    live = LivePolicies(source, lambda: "fake@1", metrics)
+    live.refresh()
+    publisher = publisher or FakePublisher()
+    worker = Worker(cfg or settings(), consumer, publisher, encoder or FakeEncoder(), live,
+                    metrics)
+    return worker, publisher, metrics
+
+
+def dead_letters(pub: FakePublisher) -> dict[str, str]:
+    """source offset -> error-type of every dead letter."""
+    out = {}
+    for _, _, _, headers in pub.on(DLQ):
+        h = dict(headers)
+        out[h["source-offset"].decode()] = h["error-type"].decode()
+    return out
+
+
+def test_every_message_gets_one_decision_or_dead_letter_and_all_offsets_commit() -> None:
+    values: list[bytes | None] = [
+        event("red-1", RED), event("blue-1", BLUE), RED, b"{not json", b"",
+        event("cut-1", TRUNCATED), json.dumps({"upload_id": "url-1",
+                                               "image_url": "http://example.com/a.png"}).encode(),
+        b"hello, not an image", event("red-2", RED), json.dumps({"image_b64": ""}).encode(),
+    ]
+    headers = {2: [("upload-id", b"raw-red")], 7: [("upload-id", b"text-1")]}
+    consumer = FakeConsumer(records(values, 0, headers) + records([event("p1", BLUE)], 1))
+    worker, pub, metrics = make_worker(consumer)
+    worker.run(idle_exit_s=0.3)
+
+    decisions = {json.loads(v or b"")["upload_id"]: json.loads(v or b"")
+                 for _, _, v, _ in pub.on(DECISIONS)}
+    assert set(decisions) == {"red-1", "blue-1", "raw-red", "red-2", "p1"}
+    assert decisions["red-1"]["decision"] == "flag"
+    assert decisions["red-1"]["flagged_policies"] == ["red_things"]
+    assert decisions["blue-1"]["decision"] == "allow"
+    assert {d["policy_version"] for d in decisions.values()} == {1}
+    assert dead_letters(pub) == {"3": "invalid_json", "4": "empty_message",
+                                 "5": "corrupt_image", "6": "url_not_allowed",
+                                 "7": "undecodable_image", "9": "missing_field"}
+    # a dead letter carries the original value and headers, and where it came from
+    _, _, value, hdrs = next(s for s in pub.on(DLQ) if dict(s[3])["source-offset"] == b"7")
+    assert value == b"hello, not an image" and ("upload-id", b"text-1") in hdrs
+    assert dict(hdrs)["source-topic"] == b"uploads" and dict(hdrs)["source-partition"] == b"0"
+    assert len(pub.sent) == 11  # exactly one outcome per message
+    assert consumer.last_committed() == {TP("uploads", 0): 10, TP("uploads", 1): 1}
+    assert consumer.closed
+    assert metrics.messages.labels("decided")._value.get() == 5
+    assert metrics.dead_letters.labels("corrupt_image")._value.get() == 1
+
+
+def test_one_rejected_image_is_isolated_by_bisection() -> None:
+    values = [event(f"u{i}", RED) for i in range(3)] + [event("bad", TRUNCATED)]
+    encoder = FakeEncoder()
+    consumer = FakeConsumer(records(values))
+    worker, pub, _ = make_worker(consumer, encoder)
+    worker.run(idle_exit_s=0.3)
+    assert len(pub.on(DECISIONS)) == 3 and dead_letters(pub) == {"3": "corrupt_image"}
+    assert encoder.calls == [4, 2, 2, 1, 1]  # the whole batch, halves, then the bad half
+    assert consumer.last_committed() == {TP("uploads", 0): 4}
+
+
+def test_triton_outage_waits_and_never_commits_or_dead_letters_undecided_uploads() -> None:
+    published: set[str] = set()
+
+    class Tracking(FakePublisher):
+        def publish(self, topic, key, value, headers, done):  # type: ignore[no-untyped-def]
+            published.add((key or b"").decode())
+            super().publish(topic, key, value, headers, done)
+
+    def on_commit(offsets: dict[Any, int]) -> None:
+        for tp, offset in offsets.items():  # everything below a commit has its outcome
+            assert all(f"u-{tp.partition}-{o}" in published for o in range(offset))
+
+    values = [event(f"u-0-{i}", RED if i % 2 else BLUE) for i in range(10)]
+    encoder = FakeEncoder(unavailable=5)
+    consumer = FakeConsumer(records(values), on_commit=on_commit)
+    worker, pub, metrics = make_worker(consumer, encoder, Tracking())
+    worker.run(idle_exit_s=0.3)
+    assert len(pub.on(DECISIONS)) == 10 and pub.on(DLQ) == []
+    assert metrics.triton_errors.labels("unavailable")._value.get() == 5
+    assert consumer.last_committed() == {TP("uploads", 0): 10}
+
+
+def test_failed_sends_are_retried_before_anything_commits() -> None:
+    consumer = FakeConsumer(records([event(f"u{i}", RED) for i in range(6)]))
+    worker, pub, metrics = make_worker(consumer, publisher=FakePublisher(fail=3))
+    worker.run(idle_exit_s=0.5)
+    assert sorted(json.loads(v or b"")["upload_id"] for _, _, v, _ in pub.on(DECISIONS)) == \
+        [f"u{i}" for i in range(6)]
+    assert metrics.publish_errors._value.get() == 3
+    assert consumer.last_committed() == {TP("uploads", 0): 6}
+
+
+def test_backpressure_pauses_until_policies_arrive() -> None:
+    source = FakeSource()  # no policy set applied yet: nothing can be decided
+    consumer = FakeConsumer(records([event(f"u{i}", RED) for i in range(12)]))
+    paused = threading.Event()
+    original_pause = consumer.pause
+
+    def pause(*tps: TP) -> None:
+        original_pause(*tps)
+        paused.set()
+
+    consumer.pause = pause  # type: ignore[method-assign]
+    worker, pub, _ = make_worker(consumer, source=source, cfg=settings(max_in_flight=4))
+    assert worker.readiness()["policies"] is False
+
+    def apply_when_paused() -> None:
+        assert paused.wait(10)
+        source.publish(policy_set())
+        worker.policies.refresh()
+
+    helper = threading.Thread(target=apply_when_paused)
+    helper.start()
+    worker.run(idle_exit_s=0.5)
+    helper.join()
+    assert len(pub.on(DECISIONS)) == 12
+    assert consumer.last_committed() == {TP("uploads", 0): 12}
+
+
+def test_stop_during_outage_abandons_in_flight_work_uncommitted() -> None:
+    encoder = FakeEncoder(unavailable=10**9)  # Triton never comes back
+    consumer = FakeConsumer(records([event(f"u{i}", RED) for i in range(3)]))
+    worker, pub, _ = make_worker(consumer, encoder, cfg=settings(drain_timeout_s=0.2))
+    stopper = threading.Thread(target=lambda: (encoder.called.wait(10), worker.stop()))
+    stopper.start()
+    worker.run()
+    stopper.join()
+    assert pub.sent == [] and consumer.commits == [] and consumer.closed
+    assert worker.readiness()["triton"] is False
+
+
+def test_revocation_commits_what_is_acknowledged_and_drops_the_rest() -> None:
+    values = [event(f"u{i}", RED) for i in range(8)]
+    consumer = FakeConsumer(records(values, 0) + records(values, 1),
+                            revoke_at_poll=(3, TP("uploads", 1)))
+    worker, _, _ = make_worker(consumer)
+    worker.run(idle_exit_s=0.3)
+    assert consumer.async_commits.keys() == {TP("uploads", 1)}  # committed on revocation
+    committed = consumer.last_committed()
+    assert committed[TP("uploads", 0)] == 8
+    # partition 1 was fetched (4 per poll) up to offset 7 before the revocation
+    assert committed[TP("uploads", 1)] <= 8
+    assert TP("uploads", 1) in consumer.revoked
+
+
+@pytest.mark.parametrize("poison", [b"\x00" * 10, b"GIF89a" + b"\x00" * 10])
+def test_unusual_bytes_never_stop_the_worker(poison: bytes) -> None:
+    consumer = FakeConsumer(records([event("p", poison), event("ok", RED)]))
+    worker, pub, _ = make_worker(consumer)
+    worker.run(idle_exit_s=0.3)
+    assert len(pub.on(DECISIONS)) == 1 and len(pub.on(DLQ)) == 1

@@ -1,0 +1,207 @@
+"""End to end on real processes: Tansu broker, redis-server, tritonserver (demo bundle) and
+``moderation worker`` started as its own process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moderation.config import Settings
+from moderation.demo import metric_value
+from moderation.devstack import ManagedProcess, http_ok, start_worker, wait_until
+from moderation.kafka_io import ensure_topics
+from moderation.policy import Policy, PolicySet, load_policy_dir
+from moderation.service import triton_encoder
+from moderation.store import RedisPolicyStore, apply_policies
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_MESSAGE = 2_000_000
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    settings: Settings
+    worker: ManagedProcess
+    port: int
+    store: RedisPolicyStore
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    run = uuid.uuid4().hex[:6]
+    env = {
+        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
+        "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
+        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
+        "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
+        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",  # Tansu joins take half of it
+        "MODERATION_KAFKA__MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
+        "MODERATION_REDIS__URL": redis_url,
+        "MODERATION_REDIS__KEY_PREFIX": f"e2e-{run}",
+        "MODERATION_TRITON__URL": triton_demo,
+    }
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():
+        mp.setenv(k, v)
+    settings = Settings()
+    k = settings.kafka
+    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+    store = RedisPolicyStore.from_settings(settings.redis)
+    apply_policies(load_policy_dir(REPO / "policies"), triton_encoder(settings), store)
+    worker, port = start_worker(tmp_path_factory.mktemp("worker"), env)
+    try:
+        wait_until(lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0,
+                   worker, 60, "assigned partitions")
+        yield Pipeline(env, settings, worker, port, store)
+    finally:
+        worker.stop()  # SIGTERM: drain, commit, leave the group
+        mp.undo()
+    log = worker.log_path.read_text()
+    assert "signal SIGTERM: draining" in log and "stopped: decided=" in log
+    assert "Traceback" not in log
+
+
+def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]
+            ) -> dict[int, int]:
+    """Send (key, value, headers) items; returns the highest offset + 1 per partition."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**settings.kafka.client_options(), acks="all",
+                             max_request_size=8_000_000)
+    futures = [producer.send(settings.kafka.input_topic, key=key.encode() if key else None,
+                             value=value, headers=headers) for key, value, headers in items]
+    producer.flush()
+    ends: dict[int, int] = {}
+    for f in futures:
+        meta = f.get(timeout=30)
+        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    producer.close()
+    return ends
+
+
+def read_outcomes(settings: Settings, keys: set[str], timeout_s: float = 120.0
+                  ) -> dict[str, list[tuple[str, Any]]]:
+    """Every decision and dead letter for these keys: key -> [(topic kind, payload)]."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    k = settings.kafka
+    consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False)
+    tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
+           for p in sorted(consumer.partitions_for_topic(t) or [])]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: dict[str, list[tuple[str, Any]]] = {}
+    deadline = time.monotonic() + timeout_s
+    while not keys <= out.keys() and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for r in records:
+                key = r.key.decode() if r.key else ""
+                if key not in keys:
+                    continue
+                if tp.topic == k.decision_topic:
+                    out.setdefault(key, []).append(("decision", json.loads(r.value)))
+                else:
+                    out.setdefault(key, []).append(("dlq", dict(r.headers)))
+    consumer.close()
+    return out
+
+
+def event(upload_id: str, image: bytes, **extra: Any) -> bytes:
+    return json.dumps({"upload_id": upload_id, "image_b64": base64.b64encode(image).decode(),
+                       "created_at": "2026-11-27T10:00:00Z", **extra}).encode()
+
+
+def test_each_upload_gets_exactly_one_outcome_and_offsets_are_committed(
+        pipeline: Pipeline, knife_and_dog: dict[str, Path]) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    knife, dog = knife_and_dog["knife"].read_bytes(), knife_and_dog["dog"].read_bytes()
+    samples = sorted((REPO / "samples").glob("*.*"))[:12]
+    good: list[tuple[str | None, bytes, list[tuple[str, bytes]]]] = [
+        (f"s-{p.stem}", event(f"s-{p.stem}", p.read_bytes()), []) for p in samples]
+    good += [(f"knife-{i}", event(f"knife-{i}", knife, surface="profile"), [])
+             for i in range(3)]
+    good += [(f"dog-{i}", event(f"dog-{i}", dog), []) for i in range(3)]
+    good.append(("raw-knife", knife, [("upload-id", b"raw-knife")]))
+    bad = {
+        "bad-json": (b"{oops", "invalid_json"),
+        "bad-b64": (json.dumps({"upload_id": "bad-b64", "image_b64": "***"}).encode(),
+                    "invalid_base64"),
+        "bad-type": (json.dumps({"upload_id": "bad-type", "image_b64": 5}).encode(),
+                     "wrong_type"),
+        "bad-image": (event("bad-image", b"<html>not an image</html>"), "undecodable_image"),
+        "bad-cut": (event("bad-cut", knife[: len(knife) // 2]), "corrupt_image"),
+        "bad-url": (json.dumps({"upload_id": "bad-url",
+                                "image_url": "http://169.254.169.254/"}).encode(),
+                    "url_not_allowed"),
+        "bad-big": (event("bad-big", b"\xff" * MAX_MESSAGE), "message_too_large"),
+    }
+    items = good + [(key, value, []) for key, (value, _) in bad.items()]
+    ends = produce(pipeline.settings, items)
+    keys = {key for key, _, _ in items if key}
+    outcomes = read_outcomes(pipeline.settings, keys)
+    assert keys == outcomes.keys(), f"missing: {keys - outcomes.keys()}"
+
+    for key, (_, reason) in bad.items():
+        [(kind, headers)] = outcomes[key]
+        assert kind == "dlq" and headers["error-type"].decode() == reason, key
+        assert headers["source-topic"].decode() == pipeline.settings.kafka.input_topic
+    for key, _, _ in good:
+        assert key is not None
+        [(kind, decision)] = outcomes[key]
+        assert kind == "decision" and decision["upload_id"] == key
+        assert decision["model"] == "emoji-minilm@1.0.0" and decision["policy_version"] >= 1
+    for i in range(3):
+        assert "weapons" in outcomes[f"knife-{i}"][0][1]["flagged_policies"]
+        assert outcomes[f"dog-{i}"][0][1]["decision"] == "allow"
+    assert "weapons" in outcomes["raw-knife"][0][1]["flagged_policies"]
+
+    # at-least-once bookkeeping: the group's committed offsets reach the end of each partition
+    group = KafkaConsumer(**pipeline.settings.kafka.client_options(),
+                          group_id=pipeline.settings.kafka.group_id, enable_auto_commit=False)
+    topic = pipeline.settings.kafka.input_topic
+
+    def committed() -> dict[int, int | None]:
+        return {p: group.committed(TopicPartition(topic, p)) for p in ends}
+
+    deadline = time.monotonic() + 30
+    while committed() != ends and time.monotonic() < deadline:
+        time.sleep(0.5)  # commits run every second: this polls the broker for them
+    assert committed() == ends
+    group.close()
+
+    assert metric_value(pipeline.port, "moderation_messages_total",
+                        {"outcome": "dead_lettered"}) == len(bad)
+    assert metric_value(pipeline.port, "moderation_flags_total", {"policy": "weapons"}) >= 4
+    assert http_ok(f"http://127.0.0.1:{pipeline.port}/readyz")
+
+
+def test_policy_changes_reach_the_running_worker_within_two_seconds(
+        pipeline: Pipeline, knife_and_dog: dict[str, Path]) -> None:
+    base = load_policy_dir(REPO / "policies")
+    dogs = Policy(name="dogs", threshold=0.3, prompts=("a dog", "a photo of a dog"))
+    with_dogs = PolicySet(policies=(*base.policies, dogs))
+    version = apply_policies(with_dogs, triton_encoder(pipeline.settings), pipeline.store)
+    applied = time.monotonic()
+    while metric_value(pipeline.port, "moderation_policy_version") != version:
+        assert time.monotonic() - applied < 2.0, "worker did not switch within 2 s"
+        time.sleep(0.05)
+    produce(pipeline.settings, [("dog-after", event("dog-after",
+                                                    knife_and_dog["dog"].read_bytes()), [])])
+    [(kind, decision)] = read_outcomes(pipeline.settings, {"dog-after"})["dog-after"]
+    assert kind == "decision" and decision["policy_version"] == version
+    assert "dogs" in decision["flagged_policies"]
+    assert [v["policy"] for v in decision["verdicts"]][-1] == "dogs"
