@@ -5,8 +5,12 @@
     ├── BundleError        model bundle missing, malformed or not loadable
     ├── PolicyError        policy file invalid (names the file, policy and field)
     ├── ImageError         an input image that cannot be decoded or breaks a limit
-    └── EncoderError       the encoder (Triton or in-process) failed to embed
-        └── EncoderUnavailable   the encoder cannot be reached right now (retry later)
+    ├── EncoderError       the encoder (Triton or in-process) failed to embed
+    │   ├── EncoderUnavailable   the encoder cannot be reached right now (retry later)
+    │   └── RejectedImage        (encoders.py) Triton refused one input as bad
+    ├── InputError         (events.py) an upload event that can never be decided
+    ├── StoreError         (store.py) Redis unreachable, or no policy set applied yet
+    └── BrokerError        (kafka_io.py) the Kafka cluster refused or is unreachable
 """
 
 
