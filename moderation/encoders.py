@@ -92,7 +92,7 @@ class TritonEncoder:
 
     def ready(self) -> bool:
         try:
-            return bool(self._client.is_model_ready(self.image_model))
+            return bool(self._client.is_model_ready(self.image_model, client_timeout=2.0))
         except Exception:
             return False
 
