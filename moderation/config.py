@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moderation.fetch import FetchPolicy
 from moderation.images import DecodeLimits
 
 
@@ -98,6 +99,23 @@ class ImageSettings(_Section):
         return DecodeLimits(self.max_bytes, self.max_pixels, self.max_frames)
 
 
+class FetchSettings(_Section):
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="hosts image_url may name, JSON list; "
+        "'*.example.com' matches subdomains; empty = fetching disabled")
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="CIDRs exempt from the public-address rule, JSON "
+        "list (an internal CDN); empty in production")
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image fetched")
+    timeout_s: float = Field(5.0, gt=0, description="whole fetch, redirects included")
+    max_redirects: int = Field(3, ge=0, description="redirects followed, each re-checked")
+    concurrency: int = Field(8, gt=0, description="fetches at once per worker")
+
+    def policy(self) -> FetchPolicy:
+        return FetchPolicy(tuple(self.allowed_hosts), tuple(self.allowed_networks),
+                           self.max_bytes, self.timeout_s, self.max_redirects)
+
+
 class PolicySettings(_Section):
     dir: Path = Field(Path("policies"), description="directory of policy YAML files")
 
@@ -120,5 +138,6 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     worker: WorkerSettings = WorkerSettings()
     images: ImageSettings = ImageSettings()
+    fetch: FetchSettings = FetchSettings()
     policies: PolicySettings = PolicySettings()
     dev: DevSettings = DevSettings()

@@ -30,6 +30,7 @@ from moderation.config import Settings
 from moderation.encoders import Encoder, RejectedImage
 from moderation.errors import EncoderError, EncoderUnavailable, ImageError
 from moderation.events import Decision, InputError, Upload, dead_letter_headers, parse_upload
+from moderation.fetch import Fetcher, FetchError
 from moderation.images import inspect_image
 from moderation.kafka_io import Headers, Publisher, Record
 from moderation.live_policies import ActivePolicies, LivePolicies
@@ -50,6 +51,7 @@ class Job:
     record: Record
     upload: Upload
     started: datetime
+    image: bytes | None  # the upload's bytes, or fetched from its image_url
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class Worker:
         self._batcher: Batcher[Job] = Batcher(settings.triton.batch_size,
                                               w.batch_linger_ms / 1000)
         self._executor = ThreadPoolExecutor(w.concurrent_batches, thread_name_prefix="batch")
+        self.fetcher = Fetcher(settings.fetch.policy())
+        self._fetch_pool = ThreadPoolExecutor(settings.fetch.concurrency,
+                                              thread_name_prefix="fetch")
         self._futures: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._tracker = OffsetTracker()
@@ -164,6 +169,7 @@ class Worker:
             log.warning("drain timeout: abandoning in-flight batches; they stay uncommitted")
         self._abandon.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.publisher.flush(max(1.0, deadline - time.monotonic()))
         self._commit()
         try:
@@ -223,13 +229,8 @@ class Worker:
         except InputError as exc:
             self._dead_letter(tp, epoch, record, exc.reason, str(exc))
             return
-        if upload.image is None:
-            self._dead_letter(tp, epoch, record, "url_not_allowed",
-                              "image_url fetching is not enabled on this worker "
-                              "(no allowed hosts configured)", upload.upload_id)
-            return
-        self._batcher.add(Job(tp, epoch, record, upload, started_at(upload, record.timestamp)),
-                          now)
+        self._batcher.add(Job(tp, epoch, record, upload, started_at(upload, record.timestamp),
+                              upload.image), now)
 
     def _submit_ready(self, now: float) -> None:
         while (batch := self._batcher.take(now)) is not None:
@@ -388,14 +389,38 @@ class Worker:
             self._fatal = exc
             self._stop.set()
 
+    def _fetch_urls(self, jobs: list[Job]) -> list[Job]:
+        """Fetch the ``image_url`` uploads of a batch concurrently; failures dead-letter."""
+        to_fetch = [j for j in jobs if j.image is None and j.upload.image_url]
+        if not to_fetch:
+            return jobs
+        results = dict(zip((id(j) for j in to_fetch),
+                           self._fetch_pool.map(self._fetch_one, to_fetch), strict=True))
+        out = []
+        for job in jobs:
+            got = results.get(id(job), job.image)
+            if isinstance(got, FetchError):
+                self._dead_letter(job.tp, job.epoch, job.record, got.reason, str(got),
+                                  job.upload.upload_id)
+            else:
+                out.append(replace(job, image=got))
+        return out
+
+    def _fetch_one(self, job: Job) -> bytes | FetchError:
+        try:
+            return self.fetcher.fetch(job.upload.image_url or "")
+        except FetchError as exc:
+            return exc
+
     def _decide(self, jobs: list[Job]) -> None:
         m = self.metrics
+        jobs = self._fetch_urls(jobs)
         t0 = time.perf_counter()
         valid = []
         limits = self.settings.images.limits()
         for job in jobs:
             try:
-                inspect_image(job.upload.image or b"", limits)
+                inspect_image(job.image or b"", limits)
                 valid.append(job)
             except ImageError as exc:
                 self._dead_letter(job.tp, job.epoch, job.record, exc.reason, str(exc),
@@ -433,7 +458,7 @@ class Worker:
         backoff = 0.1
         while not self._abandon.is_set():
             try:
-                emb = self.encoder.embed_images([j.upload.image or b"" for j in jobs])
+                emb = self.encoder.embed_images([j.image or b"" for j in jobs])
             except RejectedImage as exc:
                 self.metrics.triton_errors.labels("rejected").inc()
                 if len(jobs) == 1:

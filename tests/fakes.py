@@ -134,8 +134,8 @@ class FakeConsumer:
     """Serves scripted records per partition; records every commit."""
 
     def __init__(self, records: Sequence[FakeRecord], on_commit: Callable[[dict[Any, int]], None]
-                 | None = None, revoke_at_poll: tuple[int, TP] | None = None) -> None:
-        self.revoke_at_poll = revoke_at_poll
+                 | None = None, revoke: tuple[Callable[[], bool], TP] | None = None) -> None:
+        self.revoke = revoke  # (when, partition): a rebalance once when() holds
         self.polls = 0
         self.revoked: set[TP] = set()
         self.queues: dict[TP, list[FakeRecord]] = {}
@@ -154,8 +154,9 @@ class FakeConsumer:
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TP, list[Any]]:
         self.polls += 1
-        if self.revoke_at_poll and self.polls == self.revoke_at_poll[0]:
-            tp = self.revoke_at_poll[1]  # a rebalance: the listener runs inside poll
+        if self.revoke and self.revoke[0]():
+            tp = self.revoke[1]  # a rebalance: the listener runs inside poll
+            self.revoke = None
             self.listener.on_partitions_revoked({tp})
             self.queues.pop(tp, None)
             self.revoked.add(tp)

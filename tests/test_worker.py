@@ -191,17 +191,21 @@ def test_stop_during_outage_abandons_in_flight_work_uncommitted() -> None:
 
 
 def test_revocation_commits_what_is_acknowledged_and_drops_the_rest() -> None:
-    values = [event(f"u{i}", RED) for i in range(8)]
-    consumer = FakeConsumer(records(values, 0) + records(values, 1),
-                            revoke_at_poll=(3, TP("uploads", 1)))
-    worker, _, _ = make_worker(consumer)
+    pub = FakePublisher()
+    p1 = [event(f"p1-{i}", RED) for i in range(8)]
+
+    def p1_decided() -> bool:
+        return any((key or b"").startswith(b"p1-") for _, key, _, _ in pub.on(DECISIONS))
+
+    consumer = FakeConsumer(records([event(f"p0-{i}", RED) for i in range(8)], 0)
+                            + records(p1, 1), revoke=(p1_decided, TP("uploads", 1)))
+    # no periodic commits: only the revocation and the shutdown commit
+    worker, _, _ = make_worker(consumer, publisher=pub, cfg=settings(commit_interval_s=1000))
     worker.run(idle_exit_s=0.3)
-    assert consumer.async_commits.keys() == {TP("uploads", 1)}  # committed on revocation
-    committed = consumer.last_committed()
-    assert committed[TP("uploads", 0)] == 8
-    # partition 1 was fetched (4 per poll) up to offset 7 before the revocation
-    assert committed[TP("uploads", 1)] <= 8
     assert TP("uploads", 1) in consumer.revoked
+    revoked_at = consumer.async_commits[TP("uploads", 1)]
+    assert revoked_at >= 1  # the acknowledged prefix at that moment
+    assert consumer.last_committed() == {TP("uploads", 0): 8, TP("uploads", 1): revoked_at}
 
 
 @pytest.mark.parametrize("poison", [b"\x00" * 10, b"GIF89a" + b"\x00" * 10])
@@ -210,3 +214,28 @@ def test_unusual_bytes_never_stop_the_worker(poison: bytes) -> None:
     worker, pub, _ = make_worker(consumer)
     worker.run(idle_exit_s=0.3)
     assert len(pub.on(DECISIONS)) == 1 and len(pub.on(DLQ)) == 1
+
+
+def test_image_urls_are_fetched_under_the_fetch_policy() -> None:
+    from moderation.config import FetchSettings
+    from tests.test_fetch import Server, body
+
+    public, internal = Server("127.0.0.2"), Server("127.0.0.1")
+    public.routes["/red.png"] = body(RED)
+    internal.routes["/red.png"] = body(RED)
+    try:
+        cfg = settings().model_copy(update={"fetch": FetchSettings(
+            allowed_hosts=["127.0.0.2", "127.0.0.1"], allowed_networks=["127.0.0.2/32"])})
+        values = [json.dumps({"upload_id": uid, "image_url": url}).encode() for uid, url in
+                  [("ok", public.url("/red.png")), ("ssrf", internal.url("/red.png")),
+                   ("gone", public.url("/nothing.png"))]]
+        consumer = FakeConsumer(records(values))
+        worker, pub, _ = make_worker(consumer, cfg=cfg)
+        worker.run(idle_exit_s=0.3)
+    finally:
+        public.httpd.shutdown()
+        internal.httpd.shutdown()
+    [(_, _, value, _)] = pub.on(DECISIONS)
+    assert json.loads(value or b"")["flagged_policies"] == ["red_things"]
+    assert dead_letters(pub) == {"1": "url_blocked_address", "2": "url_fetch_failed"}
+    assert consumer.last_committed() == {TP("uploads", 0): 3}
