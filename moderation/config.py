@@ -74,6 +74,13 @@ class RedisSettings(_Section):
     key_prefix: str = Field("moderation", description="prefix of every key and channel")
 
 
+class DedupeSettings(_Section):
+    enabled: bool = Field(True, description="skip re-publishing decisions already "
+                          "acknowledged for the same upload_id and policy version")
+    ttl_s: int = Field(86_400, gt=0, description="how long an acknowledged decision is "
+                       "remembered (the dedupe window)")
+
+
 class WorkerSettings(_Section):
     http_host: str = Field("127.0.0.1", description="bind address of /metrics, /healthz, /readyz"
                            " (0.0.0.0 in a pod)")
@@ -137,6 +144,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     worker: WorkerSettings = WorkerSettings()
+    dedupe: DedupeSettings = DedupeSettings()
     images: ImageSettings = ImageSettings()
     fetch: FetchSettings = FetchSettings()
     policies: PolicySettings = PolicySettings()

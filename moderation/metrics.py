@@ -19,8 +19,8 @@ class Metrics:
         self.registry = registry
         p = PREFIX
         self.messages = Counter(
-            f"{p}_messages_total", "Upload events handled, by outcome "
-            "(decided, dead_lettered)", ["outcome"], registry=registry)
+            f"{p}_messages_total", "Upload events settled, by outcome (decided, "
+            "dead_lettered, duplicate_skipped)", ["outcome"], registry=registry)
         self.dead_letters = Counter(
             f"{p}_dead_letters_total", "Upload events dead-lettered, by error type",
             ["error_type"], registry=registry)
@@ -60,6 +60,9 @@ class Metrics:
         self.publish_errors = Counter(
             f"{p}_publish_errors_total", "Decision or dead-letter sends the broker did not "
             "acknowledge (retried)", registry=registry)
+        self.dedupe_errors = Counter(
+            f"{p}_dedupe_errors_total", "Decision-ledger (Redis) calls that failed; uploads "
+            "were decided again", registry=registry)
         self.commits = Counter(
             f"{p}_offset_commits_total", "Offset commits, by result (ok, error)", ["result"],
             registry=registry)
@@ -68,7 +71,7 @@ class Metrics:
             registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
-        for outcome in ("decided", "dead_lettered"):
+        for outcome in ("decided", "dead_lettered", "duplicate_skipped"):
             self.messages.labels(outcome)
         for decision in ("allow", "flag"):
             self.decisions.labels(decision)

@@ -11,6 +11,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from moderation.config import Settings
+from moderation.dedupe import RedisDecisionLedger
 from moderation.encoders import Encoder, TritonEncoder
 from moderation.errors import EncoderError
 from moderation.http_endpoints import HealthServer
@@ -50,8 +51,10 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
     follower = threading.Thread(target=policies.follow, args=(stop_follow,),
                                 name="policies", daemon=True)
     publisher = KafkaPublisher(settings.kafka)
+    ledger = (RedisDecisionLedger.from_settings(settings.redis, settings.dedupe.ttl_s)
+              if settings.dedupe.enabled else None)
     worker = Worker(settings, make_consumer(settings.kafka), publisher, encoder, policies,
-                    metrics)
+                    metrics, ledger)
     http = HealthServer(settings.worker.http_host, settings.worker.http_port, registry,
                         worker.readiness, worker.live).start()
     if handle_signals:

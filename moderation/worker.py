@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from moderation.batching import Batcher, decide, started_at
 from moderation.config import Settings
+from moderation.dedupe import DecisionLedger, ledger_key
 from moderation.encoders import Encoder, RejectedImage
 from moderation.errors import EncoderError, EncoderUnavailable, ImageError
 from moderation.events import Decision, InputError, Upload, dead_letter_headers, parse_upload
@@ -36,6 +37,7 @@ from moderation.kafka_io import Headers, Publisher, Record
 from moderation.live_policies import ActivePolicies, LivePolicies
 from moderation.metrics import Metrics
 from moderation.offsets import OffsetTracker
+from moderation.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,12 @@ class Send:
 
 class Worker:
     def __init__(self, settings: Settings, consumer: Any, publisher: Publisher,
-                 encoder: Encoder, policies: LivePolicies, metrics: Metrics) -> None:
+                 encoder: Encoder, policies: LivePolicies, metrics: Metrics,
+                 ledger: DecisionLedger | None = None) -> None:
         self.settings = settings
+        self.ledger = ledger
+        self._to_record: list[str] = []
+        self._ledger_ok = True
         self.consumer = consumer  # kafka-python KafkaConsumer (untyped); main thread only
         self.publisher = publisher
         self.encoder = encoder
@@ -99,7 +105,7 @@ class Worker:
         self._tick = time.monotonic()
         self._triton_failing = False
         self._broker_checked = (0.0, False)
-        self.stats = {"decided": 0, "dead_lettered": 0}
+        self.stats = {"decided": 0, "dead_lettered": 0, "duplicates_skipped": 0}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -131,6 +137,7 @@ class Worker:
             while not self._stop.is_set():
                 now = self._tick = time.monotonic()
                 self._resend_due(now)
+                self._record_decided()
                 self._flow_control()
                 polled: Mapping[TP, list[Record]] = self.consumer.poll(timeout_ms=100)
                 now = time.monotonic()
@@ -171,6 +178,7 @@ class Worker:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.publisher.flush(max(1.0, deadline - time.monotonic()))
+        self._record_decided()
         self._commit()
         try:
             self.consumer.close(autocommit=False)  # leaves the group: partitions move now
@@ -352,6 +360,9 @@ class Worker:
             # decided_at - latency = the event's creation; the ack is when it is really out
             m.end_to_end_seconds.observe(
                 max(0.0, (datetime.now(UTC) - d.decided_at).total_seconds() + d.latency_ms / 1000))
+            if self.ledger is not None:
+                with self._lock:  # written by the main loop, never on the producer's thread
+                    self._to_record.append(ledger_key(d.upload_id, d.policy_version))
         else:
             m.messages.labels("dead_lettered").inc()
             m.dead_letters.labels(send.error_type or "unknown").inc()
@@ -427,17 +438,19 @@ class Worker:
                                   job.upload.upload_id)
         t1 = time.perf_counter()
         m.stage_seconds.labels("validate").observe(t1 - t0)
+        active = self._await_policies()
+        if active is None:
+            return
+        valid = self._skip_already_decided(valid, active.version)
         if not valid:
             return
+        t1 = time.perf_counter()
         embedded = self._embed(valid)
         t2 = time.perf_counter()
         m.stage_seconds.labels("infer").observe(t2 - t1)
         if not embedded:
             return  # abandoned (shutdown) or every image rejected
         m.batch_size.observe(len(embedded))
-        active = self._await_policies()
-        if active is None:
-            return
         t3 = time.perf_counter()
         decisions = decide([(j.upload, j.started) for j, _ in embedded],
                            np.stack([e for _, e in embedded]), active.matrix, active.version,
@@ -484,6 +497,55 @@ class Worker:
                 self._triton_failing = False
             return list(zip(jobs, emb, strict=True))
         return None
+
+    def _skip_already_decided(self, jobs: list[Job], version: int) -> list[Job]:
+        """Settle, without publishing again, uploads whose decision for this policy version
+        the broker already acknowledged (a replay after a crash or rebalance)."""
+        if self.ledger is None:
+            return jobs
+        keys = [ledger_key(j.upload.upload_id, version) for j in jobs]
+        try:
+            done = self.ledger.decided(keys)
+            self._ledger_up()
+        except StoreError as exc:
+            self._ledger_down(exc)
+            return jobs  # decide again: a duplicate at worst, never a loss
+        if not done:
+            return jobs
+        for job, key in zip(jobs, keys, strict=True):
+            if key in done:
+                log.info("already decided upload_id=%s policy_version=%d partition=%d "
+                         "offset=%d: not publishing again", job.upload.upload_id, version,
+                         job.record.partition, job.record.offset)
+                self.metrics.messages.labels("duplicate_skipped").inc()
+                with self._lock:
+                    self.stats["duplicates_skipped"] += 1
+                    if self._epochs.get(job.tp) == job.epoch:
+                        self._tracker.ack(job.tp, job.record.offset)
+        return [j for j, k in zip(jobs, keys, strict=True) if k not in done]
+
+    def _record_decided(self) -> None:
+        if self.ledger is None:
+            return
+        with self._lock:
+            keys, self._to_record = self._to_record, []
+        try:
+            self.ledger.record(keys)
+            if keys:
+                self._ledger_up()
+        except StoreError as exc:
+            self._ledger_down(exc)
+
+    def _ledger_up(self) -> None:
+        if not self._ledger_ok:
+            log.info("decision ledger reachable again")
+        self._ledger_ok = True
+
+    def _ledger_down(self, exc: StoreError) -> None:
+        self.metrics.dedupe_errors.inc()
+        if self._ledger_ok:
+            log.warning("decision ledger unavailable, replays may repeat decisions: %s", exc)
+        self._ledger_ok = False
 
     def _await_policies(self) -> ActivePolicies | None:
         while not self._abandon.is_set():

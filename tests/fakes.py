@@ -237,3 +237,19 @@ class FakePublisher:
     def close(self, timeout_s: float = 10.0) -> None:
         pass
 
+
+
+class FakeLedger:
+    def __init__(self, decided: set[str] | None = None, down: bool = False) -> None:
+        self.keys = set(decided or ())
+        self.down = down
+
+    def decided(self, keys: Sequence[str]) -> set[str]:
+        if self.down:
+            raise StoreError("decision ledger: connection refused")
+        return self.keys & set(keys)
+
+    def record(self, keys: Sequence[str]) -> None:
+        if self.down:
+            raise StoreError("decision ledger: connection refused")
+        self.keys.update(keys)

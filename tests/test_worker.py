@@ -24,6 +24,7 @@ from tests.fakes import (
     TRUNCATED,
     FakeConsumer,
     FakeEncoder,
+    FakeLedger,
     FakePublisher,
     FakeRecord,
     FakeSource,
@@ -53,7 +54,8 @@ def settings(**worker: Any) -> Settings:
 
 def make_worker(consumer: FakeConsumer, encoder: FakeEncoder | None = None,
                 publisher: FakePublisher | None = None, source: FakeSource | None = None,
-                cfg: Settings | None = None) -> tuple[Worker, FakePublisher, Metrics]:
+                cfg: Settings | None = None, ledger: FakeLedger | None = None
+                ) -> tuple[Worker, FakePublisher, Metrics]:
     if source is None:
         source = FakeSource()
         source.publish(policy_set())
@@ -62,7 +64,7 @@ def make_worker(consumer: FakeConsumer, encoder: FakeEncoder | None = None,
     live.refresh()
     publisher = publisher or FakePublisher()
     worker = Worker(cfg or settings(), consumer, publisher, encoder or FakeEncoder(), live,
-                    metrics)
+                    metrics, ledger)
     return worker, publisher, metrics
 
 
@@ -238,4 +240,29 @@ def test_image_urls_are_fetched_under_the_fetch_policy() -> None:
     [(_, _, value, _)] = pub.on(DECISIONS)
     assert json.loads(value or b"")["flagged_policies"] == ["red_things"]
     assert dead_letters(pub) == {"1": "url_blocked_address", "2": "url_fetch_failed"}
+    assert consumer.last_committed() == {TP("uploads", 0): 3}
+
+
+def test_replayed_uploads_already_decided_are_not_published_again() -> None:
+    ledger = FakeLedger({"u0@1", "u2@1", "u1@0"})  # u1 was decided under an older version
+    values = [event(f"u{i}", RED) for i in range(4)]
+    consumer = FakeConsumer(records(values))
+    encoder = FakeEncoder()
+    worker, pub, metrics = make_worker(consumer, encoder, ledger=ledger)
+    worker.run(idle_exit_s=0.3)
+    published = sorted(json.loads(v or b"")["upload_id"] for _, _, v, _ in pub.on(DECISIONS))
+    assert published == ["u1", "u3"]
+    assert encoder.calls == [2]  # skipped uploads are not even embedded
+    assert metrics.messages.labels("duplicate_skipped")._value.get() == 2
+    assert {"u1@1", "u3@1"} <= ledger.keys  # recorded once acknowledged
+    assert consumer.last_committed() == {TP("uploads", 0): 4}
+
+
+def test_ledger_down_means_deciding_again_not_losing() -> None:
+    ledger = FakeLedger({"u0@1"}, down=True)
+    consumer = FakeConsumer(records([event(f"u{i}", RED) for i in range(3)]))
+    worker, pub, metrics = make_worker(consumer, ledger=ledger)
+    worker.run(idle_exit_s=0.3)
+    assert len(pub.on(DECISIONS)) == 3  # u0 is published again: a duplicate, never a loss
+    assert metrics.dedupe_errors._value.get() >= 1
     assert consumer.last_committed() == {TP("uploads", 0): 3}
