@@ -199,7 +199,8 @@ class Fetcher:
             conn.close()
 
     def _read(self, resp: http.client.HTTPResponse, deadline: float) -> bytes:
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        total = 0
         while True:
             if time.monotonic() > deadline:
                 raise FetchError("url_timeout", f"fetch took over {self.policy.timeout_s} s")
