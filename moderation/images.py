@@ -101,7 +101,9 @@ def _guarded(fn: Callable[[], _T]) -> _T:
         return fn()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, when ours is set higher
+        raise ImageError("too_many_pixels", f"image too large to decode: {exc}") from exc
+    except UnidentifiedImageError as exc:
         raise ImageError("undecodable_image", f"not a decodable image: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError("corrupt_image", f"corrupt or truncated image: {exc}") from exc

@@ -60,7 +60,7 @@ class KafkaPublisher:
             **settings.client_options(),
             "acks": "all",
             "linger_ms": 2,
-            # a dead letter carries the whole original value, however large
+            # a dead letter carries the original value (cut at max_message_bytes)
             "max_request_size": settings.max_message_bytes + 1024 * 1024,
             **overrides,
         }
@@ -101,8 +101,10 @@ def make_consumer(settings: KafkaSettings, **overrides: Any) -> Any:
         "max_poll_records": settings.max_poll_records,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 4),
-        "fetch_max_bytes": max(52_428_800, settings.max_message_bytes + 1024 * 1024),
-        "max_partition_fetch_bytes": settings.max_message_bytes + 1024 * 1024,
+        # room for a record well over the limit, so it can be fetched and dead-lettered
+        # (brokers that do not return an oversized first record would stall otherwise)
+        "fetch_max_bytes": max(52_428_800, 2 * settings.max_message_bytes + 1024 * 1024),
+        "max_partition_fetch_bytes": 2 * settings.max_message_bytes + 1024 * 1024,
         **overrides,
     }
     try:

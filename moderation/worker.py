@@ -386,8 +386,12 @@ class Worker:
                     error_type, message[:300])
         headers = dead_letter_headers(list(record.headers or []), error_type, message,
                                       record.topic, record.partition, record.offset)
+        value, limit = record.value, self.settings.kafka.max_message_bytes
+        if value is not None and len(value) > limit:  # would not fit the dead-letter topic
+            headers.append(("value-truncated-from", str(len(value)).encode()))
+            value = value[:limit]
         self._send(Send(tp, epoch, record.offset, self.settings.kafka.dead_letter_topic,
-                        record.key, record.value, headers, error_type=error_type))
+                        record.key, value, headers, error_type=error_type))
 
     # --- batch threads ---------------------------------------------------------------------
 

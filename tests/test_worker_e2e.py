@@ -21,11 +21,12 @@ from moderation.kafka_io import ensure_topics
 from moderation.policy import Policy, PolicySet, load_policy_dir
 from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
+from tests import hostile_corpus as hc
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parent.parent
-MAX_MESSAGE = 2_000_000
+MAX_MESSAGE = hc.MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -49,6 +50,9 @@ def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
         "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
         "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",  # Tansu joins take half of it
         "MODERATION_KAFKA__MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
+        "MODERATION_IMAGES__MAX_BYTES": str(hc.MAX_IMAGE_BYTES),
+        "MODERATION_IMAGES__MAX_PIXELS": str(hc.MAX_PIXELS),
+        "MODERATION_IMAGES__MAX_FRAMES": str(hc.MAX_FRAMES),
         "MODERATION_REDIS__URL": redis_url,
         "MODERATION_REDIS__KEY_PREFIX": f"e2e-{run}",
         "MODERATION_TRITON__URL": triton_demo,
@@ -147,7 +151,7 @@ def test_each_upload_gets_exactly_one_outcome_and_offsets_are_committed(
         "bad-url": (json.dumps({"upload_id": "bad-url",
                                 "image_url": "http://169.254.169.254/"}).encode(),
                     "url_not_allowed"),
-        "bad-big": (event("bad-big", b"\xff" * MAX_MESSAGE), "message_too_large"),
+        "bad-big": (event("bad-big", b"\xff" * (MAX_MESSAGE * 3 // 4)), "message_too_large"),
     }
     items = good + [(key, value, []) for key, (value, _) in bad.items()]
     ends = produce(pipeline.settings, items)
@@ -158,6 +162,7 @@ def test_each_upload_gets_exactly_one_outcome_and_offsets_are_committed(
     for key, (_, reason) in bad.items():
         [(kind, headers)] = outcomes[key]
         assert kind == "dlq" and headers["error-type"].decode() == reason, key
+        assert ("value-truncated-from" in headers) == (key == "bad-big")
         assert headers["source-topic"].decode() == pipeline.settings.kafka.input_topic
     for key, _, _ in good:
         assert key is not None
@@ -205,3 +210,26 @@ def test_policy_changes_reach_the_running_worker_within_two_seconds(
     assert kind == "decision" and decision["policy_version"] == version
     assert "dogs" in decision["flagged_policies"]
     assert [v["policy"] for v in decision["verdicts"]][-1] == "dogs"
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):  # peak resident set size
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_corpus_through_the_real_pipeline(pipeline: Pipeline) -> None:
+    """Every hostile case gets its specific outcome from the real worker and Triton (the
+    truncated and corrupt images are refused by Triton's decoder), and the worker's peak
+    memory stays bounded."""
+    corpus = [c for c in hc.build() if c.value is not None]
+    produce(pipeline.settings, [(c.upload_id, c.value or b"", c.headers) for c in corpus])
+    outcomes = read_outcomes(pipeline.settings, {c.upload_id for c in corpus})
+    got = {c.name: [kind if kind == "decision" else h["error-type"].decode()
+                    for kind, h in outcomes.get(c.upload_id, [])] for c in corpus}
+    want = {c.name: ["decision" if c.expected == hc.DECIDED else c.expected] for c in corpus}
+    assert got == want
+    assert pipeline.worker.alive()
+    assert rss_kib(pipeline.worker.pid) < 1_000_000  # peak under 1 GB, bombs included
+    assert http_ok(f"http://127.0.0.1:{pipeline.port}/readyz")
