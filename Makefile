@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint eval train samples clean
+.PHONY: setup demo test test-fast lint eval train samples chaos clean
 
 setup: $(STAMP) $(SYSTEM_STAMP)
 
@@ -28,6 +28,10 @@ $(SYSTEM_STAMP): scripts/system-deps.sh | $(STAMP)
 # stack up (unless running), apply policies/, a worker, samples/* through Kafka, stack down
 demo: setup
 	$(BIN)/moderation demo
+
+# kill -9 workers while 2,000 uploads flow on the embedded stack; last line = summary
+chaos: setup
+	$(BIN)/moderation chaos
 
 test: setup
 	$(BIN)/python -m pytest -q

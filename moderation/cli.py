@@ -178,6 +178,30 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     keep_stack=args.keep_stack, timeout_s=args.timeout)
 
 
+def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation import stack
+    from moderation.chaos import run_chaos
+    from moderation.demo import stack_settings
+
+    settings, _, started = stack_settings(settings)
+    try:
+        report = run_chaos(settings, settings.dev.state_dir, sorted(Path(args.samples).glob("*.*")),
+                           Path(args.policies or settings.policies.dir), args.uploads,
+                           args.kills, args.workers, args.rate, args.seed)
+    finally:
+        if started and not args.keep_stack:
+            stack.down(settings)
+    print(f"uploads in       {report.uploads}")
+    print(f"decisions out    {report.decisions}")
+    print(f"dead letters     {report.dead_letters}")
+    print(f"duplicates       {report.duplicates}")
+    print(f"replays suppressed by the decision ledger  {report.replays_suppressed}")
+    print(f"lost             {len(report.lost)}" + (f"  ({', '.join(report.lost[:10])}...)"
+                                                    if report.lost else ""))
+    print(report.summary())
+    return 1 if report.lost else 0
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from moderation import stack
 
@@ -226,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--timeout", type=float, default=300.0,
                     help="seconds to wait for every decision")
     dm.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("chaos", help="kill -9 workers while uploads flow; count lost and "
+                       "duplicate decisions")
+    c.add_argument("--uploads", type=int, default=2000)
+    c.add_argument("--kills", type=int, default=5)
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--rate", type=float, default=50.0, help="uploads per second produced")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--samples", default="samples")
+    c.add_argument("--policies")
+    c.add_argument("--keep-stack", action="store_true")
+    c.set_defaults(func=cmd_chaos)
 
     d = sub.add_parser("dev", help="the embedded stack on 127.0.0.1")
     d.add_argument("action", choices=["up", "down", "status", "env"])

@@ -67,6 +67,15 @@ def stop_pid(pid: int, grace_s: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def kill_pid(pid: int, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> None:
+    """Send ``sig`` and wait until the process is gone (crash tests)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # --- Triton ----------------------------------------------------------------------------
 
 

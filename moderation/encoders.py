@@ -70,7 +70,17 @@ class TritonEncoder:
         self.text_model = text_model
         self.timeout_s = timeout_s
         self.batch_size = batch_size
-        self._client = grpcclient.InferenceServerClient(url=url)
+        from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=[
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            # reconnect within ~2 s of Triton coming back (gRPC's default backoff grows
+            # to 120 s, which would stretch a 30 s outage into minutes)
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ])
         self._name: str | None = None
 
     @property

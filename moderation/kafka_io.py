@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -53,10 +54,12 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
-        from kafka import KafkaProducer
+    """Idempotent, acks=all producer. A producer that enters a fatal state (for instance an
+    idempotent producer id the broker forgot after a restart) fails every later send; it is
+    replaced by a fresh one, so the worker's retries can succeed."""
 
-        options: dict[str, Any] = {
+    def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
+        self._options: dict[str, Any] = {
             **settings.client_options(),
             "acks": "all",
             "linger_ms": 2,
@@ -64,15 +67,35 @@ class KafkaPublisher:
             "max_request_size": settings.max_message_bytes + 1024 * 1024,
             **overrides,
         }
+        self._servers = settings.bootstrap_servers
+        self._lock = threading.Lock()
+        self._producer = self._new()
+
+    def _new(self) -> Any:
+        from kafka import KafkaProducer
+
         try:
-            self._producer = KafkaProducer(**options)
+            return KafkaProducer(**self._options)
         except Exception as exc:
-            raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
+            raise BrokerError(f"Kafka at {self._servers}: {exc}") from exc
+
+    def _fatal(self) -> bool:
+        tm = getattr(self._producer, "_transaction_manager", None)
+        return bool(tm is not None and tm.has_fatal_error())
+
+    def _healthy_producer(self) -> Any:
+        with self._lock:
+            if self._fatal():  # checked here, never on the sender thread that is failing
+                old, self._producer = self._producer, self._new()
+                log.warning("producer entered a fatal state; replaced it with a new one")
+                threading.Thread(target=old.close, kwargs={"timeout": 0}, daemon=True).start()
+            return self._producer
 
     def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers,
                 done: Done) -> None:
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=list(headers))
+            future = self._healthy_producer().send(topic, key=key, value=value,
+                                                   headers=list(headers))
         except Exception as exc:  # buffer full, message too large, closed...
             done(exc)
             return

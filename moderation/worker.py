@@ -139,7 +139,9 @@ class Worker:
                 self._resend_due(now)
                 self._record_decided()
                 self._flow_control()
-                polled: Mapping[TP, list[Record]] = self.consumer.poll(timeout_ms=100)
+                room = self.settings.worker.max_in_flight - self.in_flight()
+                polled: Mapping[TP, list[Record]] = self.consumer.poll(
+                    timeout_ms=100, max_records=max(1, room))  # in-flight stays bounded
                 now = time.monotonic()
                 for tp, records in polled.items():
                     for record in records:
@@ -320,8 +322,11 @@ class Worker:
         for tp in tps:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        log.info("partitions %s: %s; committing %s", "revoked" if commit else "lost",
-                 _names(tps), {f"{tp.topic}/{tp.partition}": o.offset for tp, o in offsets.items()})
+        acked = {f"{tp.topic}/{tp.partition}": o.offset for tp, o in offsets.items()}
+        if commit:
+            log.info("partitions revoked: %s; committing %s", _names(tps), acked)
+        else:  # evicted from the group: a commit would be refused
+            log.warning("partitions lost: %s; acknowledged but uncommitted %s", _names(tps), acked)
         if commit and offsets:
             try:
                 self.consumer.commit_async(offsets)

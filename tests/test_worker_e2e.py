@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +20,7 @@ from moderation.policy import Policy, PolicySet, load_policy_dir
 from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 from tests import hostile_corpus as hc
+from tests.pipeline_helpers import event, produce, read_outcomes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -76,56 +75,6 @@ def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
     log = worker.log_path.read_text()
     assert "signal SIGTERM: draining" in log and "stopped: decided=" in log
     assert "Traceback" not in log
-
-
-def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]
-            ) -> dict[int, int]:
-    """Send (key, value, headers) items; returns the highest offset + 1 per partition."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(**settings.kafka.client_options(), acks="all",
-                             max_request_size=8_000_000)
-    futures = [producer.send(settings.kafka.input_topic, key=key.encode() if key else None,
-                             value=value, headers=headers) for key, value, headers in items]
-    producer.flush()
-    ends: dict[int, int] = {}
-    for f in futures:
-        meta = f.get(timeout=30)
-        ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
-    producer.close()
-    return ends
-
-
-def read_outcomes(settings: Settings, keys: set[str], timeout_s: float = 120.0
-                  ) -> dict[str, list[tuple[str, Any]]]:
-    """Every decision and dead letter for these keys: key -> [(topic kind, payload)]."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    k = settings.kafka
-    consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False)
-    tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
-           for p in sorted(consumer.partitions_for_topic(t) or [])]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    out: dict[str, list[tuple[str, Any]]] = {}
-    deadline = time.monotonic() + timeout_s
-    while not keys <= out.keys() and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=500).items():
-            for r in records:
-                key = r.key.decode() if r.key else ""
-                if key not in keys:
-                    continue
-                if tp.topic == k.decision_topic:
-                    out.setdefault(key, []).append(("decision", json.loads(r.value)))
-                else:
-                    out.setdefault(key, []).append(("dlq", dict(r.headers)))
-    consumer.close()
-    return out
-
-
-def event(upload_id: str, image: bytes, **extra: Any) -> bytes:
-    return json.dumps({"upload_id": upload_id, "image_b64": base64.b64encode(image).decode(),
-                       "created_at": "2026-11-27T10:00:00Z", **extra}).encode()
 
 
 def test_each_upload_gets_exactly_one_outcome_and_offsets_are_committed(

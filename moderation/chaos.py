@@ -1,0 +1,199 @@
+"""``moderation chaos``: kill -9 workers at random moments while uploads flow, then count.
+
+Two (by default) ``moderation worker`` processes share a consumer group. A producer sends
+the uploads at a steady rate; at random moments one worker is killed with SIGKILL and
+started again. Afterwards every upload must have a decision or a dead letter; the report
+counts what was lost (must be 0) and what was decided more than once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moderation import devstack
+from moderation.config import Settings
+from moderation.kafka_io import ensure_topics
+from moderation.policy import load_policy_dir
+from moderation.service import triton_encoder
+from moderation.store import RedisPolicyStore, apply_policies
+
+log = logging.getLogger(__name__)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The MODERATION_* variables that point a worker process at these settings."""
+    k, r, t = settings.kafka, settings.redis, settings.triton
+    env = {
+        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": k.bootstrap_servers,
+        "MODERATION_KAFKA__INPUT_TOPIC": k.input_topic,
+        "MODERATION_KAFKA__DECISION_TOPIC": k.decision_topic,
+        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+        "MODERATION_KAFKA__GROUP_ID": k.group_id,
+        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
+        "MODERATION_REDIS__URL": r.url,
+        "MODERATION_REDIS__KEY_PREFIX": r.key_prefix,
+        "MODERATION_TRITON__URL": t.url,
+    }
+    return env
+
+
+@dataclass
+class ChaosReport:
+    uploads: int
+    kills: list[str] = field(default_factory=list)
+    decisions: int = 0  # decision records, duplicates included
+    dead_letters: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicates: int = 0  # outcome records beyond the first per upload
+    replays_suppressed: int = 0  # redeliveries the decision ledger settled without publishing
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"chaos: {self.uploads} uploads in, {self.decisions} decisions out, "
+                f"{len(self.lost)} lost, {self.duplicates} duplicates, "
+                f"{self.dead_letters} dead letters, {len(self.kills)} kill -9s, "
+                f"{self.replays_suppressed} replays suppressed, {self.seconds:.0f} s")
+
+
+def _payloads(samples: list[Path]) -> list[bytes]:
+    return [p.read_bytes() for p in samples]
+
+
+def _produce(settings: Settings, ids: list[str], images: list[bytes], rate_per_s: float,
+             errors: list[Exception]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**settings.kafka.client_options(), acks="all", linger_ms=5,
+                             max_request_size=settings.kafka.max_message_bytes)
+    start = time.monotonic()
+    try:
+        for i, uid in enumerate(ids):
+            due = start + i / rate_per_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the load, not synchronisation
+            value = json.dumps({"upload_id": uid,
+                                "image_b64": base64.b64encode(images[i % len(images)]).decode(),
+                                "created_at": datetime.now(UTC).isoformat()}).encode()
+            producer.send(settings.kafka.input_topic, key=uid.encode(), value=value)
+        producer.flush(timeout=60)
+    except Exception as exc:  # reported by the caller: an upload never sent is not "lost"
+        errors.append(exc)
+    finally:
+        producer.close()
+
+
+class _Outcomes:
+    """Follows the decision and dead-letter topics, counting records per upload id."""
+
+    def __init__(self, settings: Settings, ids: set[str]) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        k = settings.kafka
+        self.ids = ids
+        self.decision_topic = k.decision_topic
+        self.consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False,
+                                      auto_offset_reset="earliest")
+        tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
+               for p in sorted(self.consumer.partitions_for_topic(t) or [])]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.decisions: Counter[str] = Counter()
+        self.dead: Counter[str] = Counter()
+
+    def poll(self, timeout_ms: int = 200) -> int:
+        n = 0
+        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
+            for r in records:
+                uid = r.key.decode("utf-8", "replace") if r.key else ""
+                if uid in self.ids:
+                    (self.decisions if tp.topic == self.decision_topic else self.dead)[uid] += 1
+                    n += 1
+        return n
+
+    def settled(self) -> int:
+        return len(set(self.decisions) | set(self.dead))
+
+    def drain(self, quiet_s: float = 3.0) -> None:
+        """Read until nothing new arrives for ``quiet_s`` (late duplicates included)."""
+        quiet_until = time.monotonic() + quiet_s
+        while time.monotonic() < quiet_until:
+            if self.poll(200):
+                quiet_until = time.monotonic() + quiet_s
+
+
+def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies_dir: Path,
+              uploads: int = 2000, kills: int = 5, workers: int = 2,
+              rate_per_s: float = 50.0, seed: int = 0, timeout_s: float = 600.0,
+              say: Callable[[str], None] = print) -> ChaosReport:
+    run = uuid.uuid4().hex[:8]
+    k = settings.kafka.model_copy(update={
+        "input_topic": f"chaos-{run}-uploads", "decision_topic": f"chaos-{run}-decisions",
+        "dead_letter_topic": f"chaos-{run}-dlq", "group_id": f"chaos-{run}",
+        "session_timeout_ms": 6000})
+    settings = settings.model_copy(update={"kafka": k})
+    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+    version = apply_policies(load_policy_dir(policies_dir), triton_encoder(settings),
+                             RedisPolicyStore.from_settings(settings.redis))
+    env = worker_env(settings)
+    rng = random.Random(seed)
+    ids = [f"chaos-{run}-{i:05d}" for i in range(uploads)]
+    report = ChaosReport(uploads)
+    say(f"chaos run {run}: {uploads} uploads at {rate_per_s:.0f}/s, {workers} workers, "
+        f"{kills} kill -9s, policy version {version}")
+    procs = [devstack.start_worker(state_dir, env, name=f"chaos-worker-{i}")[0]
+             for i in range(workers)]
+    outcomes = _Outcomes(settings, set(ids))
+    errors: list[Exception] = []
+    producer = threading.Thread(target=_produce, args=(settings, ids, _payloads(samples),
+                                                       rate_per_s, errors), daemon=True)
+    started = time.monotonic()
+    producer.start()
+    flow_s = uploads / rate_per_s
+    kill_at = sorted(rng.uniform(0.1 * flow_s, 0.9 * flow_s) for _ in range(kills))
+    try:
+        for n, at in enumerate(kill_at, 1):
+            while time.monotonic() - started < at:
+                outcomes.poll(100)
+            victim = rng.randrange(workers)
+            pid = procs[victim].pid
+            devstack.kill_pid(pid, signal.SIGKILL)
+            line = (f"kill -9 {n}/{kills}: chaos-worker-{victim} (pid {pid}) at "
+                    f"{time.monotonic() - started:.1f} s, {outcomes.settled()} settled so far")
+            report.kills.append(line)
+            say(line)
+            procs[victim] = devstack.start_worker(state_dir, env,
+                                                  name=f"chaos-worker-{victim}")[0]
+        producer.join()
+        if errors:
+            raise RuntimeError(f"producing failed: {errors[0]}")
+        deadline = started + timeout_s
+        while outcomes.settled() < uploads and time.monotonic() < deadline:
+            outcomes.poll(500)
+    finally:
+        for proc in procs:
+            proc.stop()
+    outcomes.drain()
+    outcomes.consumer.close()
+    report.seconds = time.monotonic() - started
+    report.decisions = sum(outcomes.decisions.values())
+    report.dead_letters = sum(outcomes.dead.values())
+    report.lost = [i for i in ids if i not in outcomes.decisions and i not in outcomes.dead]
+    report.duplicates = report.decisions + report.dead_letters - (uploads - len(report.lost))
+    marker = f"already decided upload_id=chaos-{run}-"
+    report.replays_suppressed = sum(
+        log_file.read_text(errors="replace").count(marker)
+        for log_file in state_dir.glob("chaos-worker-*.log"))
+    return report

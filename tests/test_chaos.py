@@ -1,0 +1,28 @@
+"""kill -9 one of two workers five times while 2,000 uploads flow (real processes)."""
+
+from pathlib import Path
+
+import pytest
+
+from moderation.chaos import run_chaos
+from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_no_upload_is_lost_when_workers_are_killed(
+        kafka_bootstrap: str, redis_url: str, triton_demo: str, tmp_path: Path) -> None:
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+                        redis=RedisSettings(url=redis_url, key_prefix="chaos-test"),
+                        triton=TritonSettings(url=triton_demo))
+    lines: list[str] = []
+    report = run_chaos(settings, tmp_path, sorted((REPO / "samples").glob("*.*")),
+                       REPO / "policies", uploads=2000, kills=5, say=lines.append)
+    print("\n".join([*lines, report.summary()]))  # the duplicate count, for the record
+    assert len(report.kills) == 5
+    assert report.lost == []
+    assert report.dead_letters == 0  # every sample is a good image
+    assert report.decisions >= 2000
+    assert report.duplicates == report.decisions - 2000
