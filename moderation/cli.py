@@ -202,6 +202,21 @@ def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.lost else 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.bench import BenchConfig, format_report, run_bench, to_json
+
+    cfg = BenchConfig(bundle=args.bundle, uploads=args.uploads, naive_uploads=args.naive_uploads,
+                      raw_seconds=args.raw_seconds,
+                      worker_counts=tuple(int(w) for w in args.workers.split(",")),
+                      policies_dir=Path(args.policies or settings.policies.dir),
+                      triton_instances=args.triton_instances,
+                      torch_threads=args.torch_threads)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    report = run_bench(cfg, say)
+    print(to_json(report) if args.json else "\n" + format_report(report))
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from moderation import stack
 
@@ -262,6 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--policies")
     c.add_argument("--keep-stack", action="store_true")
     c.set_defaults(func=cmd_chaos)
+
+    bn = sub.add_parser("bench", help="pipeline vs raw encoder vs naive baseline, one run")
+    bn.add_argument("--bundle", default="demo", help="demo, vit-b-32 or a bundle directory")
+    bn.add_argument("--uploads", type=int, default=600, help="uploads per saturated run")
+    bn.add_argument("--naive-uploads", type=int, default=150)
+    bn.add_argument("--raw-seconds", type=float, default=6.0)
+    bn.add_argument("--workers", default="1,2", help="worker counts to measure")
+    bn.add_argument("--triton-instances", type=int, default=1,
+                    help="python-backend instances per image model")
+    bn.add_argument("--torch-threads", type=int, default=0,
+                    help="intra-op threads per image-model instance (0 = config as is)")
+    bn.add_argument("--policies")
+    bn.add_argument("--json", action="store_true", help="print the results as JSON")
+    bn.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("dev", help="the embedded stack on 127.0.0.1")
     d.add_argument("action", choices=["up", "down", "status", "env"])

@@ -38,7 +38,8 @@ class LocalEncoder:
         return self.bundle.name
 
     def embed_images(self, images: Sequence[bytes]) -> NDArray[Any]:
-        return self.bundle.embed_images([decode_image(b, self.limits) for b in images])
+        size = self.bundle.preprocess_spec.size
+        return self.bundle.embed_images([decode_image(b, self.limits, size) for b in images])
 
     def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]:
         return self.bundle.embed_texts(list(texts))

@@ -79,12 +79,20 @@ def _describe(img: Image.Image) -> tuple[str, int, int]:
     return str(img.format), img.size[0], img.size[1]
 
 
-def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
-    """Decode encoded image bytes to an RGB image, or raise ``ImageError`` with a reason."""
-    return _guarded(lambda: _decode(_open_checked(data, limits)))
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits(),
+                 min_side: int | None = None) -> Image.Image:
+    """Decode encoded image bytes to an RGB image, or raise ``ImageError`` with a reason.
+
+    ``min_side``: the caller only needs the shorter side this long; a JPEG is then decoded
+    at a reduced DCT scale (1/2, 1/4, 1/8) that keeps at least 3x that, several times
+    faster than a full decode and indistinguishable after the model's downscale.
+    """
+    return _guarded(lambda: _decode(_open_checked(data, limits), min_side))
 
 
-def _decode(img: Image.Image) -> Image.Image:
+def _decode(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    if min_side and img.format == "JPEG":
+        img.draft("RGB", (3 * min_side, 3 * min_side))
     img.load()  # first frame only
     upright: Image.Image = ImageOps.exif_transpose(img) or img
     return to_rgb(upright)
@@ -132,7 +140,10 @@ def resize_center_crop(img: Image.Image, size: int, resample: str = "bicubic") -
     # truncation, as torchvision and transformers compute the longer side
     nw, nh = max(size, int(w * scale)), max(size, int(h * scale))
     if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), RESAMPLE[resample])
+        # reducing_gap=3: a box pre-reduction by an integer factor when shrinking more than
+        # 6x (a 640x480 photo to 64 px), then the real filter; 3x faster there, identical
+        # for smaller factors (so CLIP's 224 px stays exact)
+        img = img.resize((nw, nh), RESAMPLE[resample], reducing_gap=3.0)
     left, top = (nw - size) // 2, (nh - size) // 2
     return img.crop((left, top, left + size, top + size))
 

@@ -26,6 +26,7 @@ class FileResult:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["verdicts"] = [v._asdict() for v in self.verdicts]
         if self.error is None:
             data.pop("error")
         return data

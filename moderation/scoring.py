@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,11 +85,15 @@ class Scores:
 def _grouped_max(sims: NDArray[Any], index: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """Max and argmax of ``sims[:, index[k]]`` per group k, ignoring -1 padding."""
     b = sims.shape[0]
+    k, w = index.shape
     if sims.shape[1] == 0:
-        k = index.shape[0]
         return np.full((b, k), -np.inf, np.float32), np.zeros((b, k), np.int64)
-    gathered = sims[:, np.maximum(index, 0)]  # [B, K, W]
-    gathered = np.where(index[None, :, :] >= 0, gathered, -np.inf)
+    if sims.shape[1] == k * w and (index >= 0).all():
+        # every group has w members, laid out in order: a free reshape, no gather
+        gathered = sims.reshape(b, k, w)
+    else:
+        gathered = sims[:, np.maximum(index, 0)]  # [B, K, W]
+        gathered = np.where(index[None, :, :] >= 0, gathered, -np.inf)
     arg = gathered.argmax(axis=2)
     return np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0], arg
 
@@ -103,8 +107,10 @@ def score(embeddings: NDArray[Any], matrix: PolicyMatrix) -> Scores:
     return Scores(best, arg, counter, flagged)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """One policy's outcome for one image (a tuple: decisions carry one per policy, and
+    1,000-policy sets make thousands per batch)."""
+
     policy: str
     score: float
     threshold: float
@@ -113,13 +119,12 @@ class Verdict:
 
 
 def verdicts(scores: Scores, matrix: PolicyMatrix, row: int) -> list[Verdict]:
-    return [
-        Verdict(
-            policy=name,
-            score=round(float(scores.score[row, k]), 4),
-            threshold=float(matrix.thresholds[k]),
-            flagged=bool(scores.flagged[row, k]),
-            top_prompt=matrix.prompts[k][int(scores.top_prompt[row, k])],
-        )
-        for k, name in enumerate(matrix.names)
-    ]
+    # whole rows through tolist(): per-element numpy scalar conversions dominate otherwise
+    score_row = np.round(scores.score[row].astype(np.float64), 4).tolist()
+    flagged_row = scores.flagged[row].tolist()
+    top_row = scores.top_prompt[row].tolist()
+    thresholds = matrix.thresholds.astype(np.float64).tolist()
+    return [Verdict(name, sc, th, fl, prompts[top])
+            for name, sc, th, fl, top, prompts in zip(matrix.names, score_row, thresholds,
+                                                      flagged_row, top_row, matrix.prompts,
+                                                      strict=True)]

@@ -44,6 +44,14 @@ def add_embedding_output(config: Any) -> Any:
     return config
 
 
+def add_pixels_input(config: Any) -> Any:
+    """``PIXELS`` FP32 [3, S, S] with S from the bundle's preprocessing."""
+    ref = bundle_ref(config.as_dict())
+    size = read_manifest(resolve_bundle_dir(ref)).image.preprocess.size
+    config.add_input({"name": "PIXELS", "data_type": "TYPE_FP32", "dims": [3, size, size]})
+    return config
+
+
 def model_column(bundle: Bundle, rows: int) -> NDArray[Any]:
     return np.array([[bundle.name.encode()]] * rows, dtype=object).reshape(rows, 1)
 
@@ -82,7 +90,8 @@ def embed_image_requests(
     results: list[NDArray[Any] | ImageError | int] = []
     for batch in batches:
         try:
-            imgs = [decode_image(_as_bytes(x), limits) for x in batch.reshape(-1)]
+            size = bundle.preprocess_spec.size
+            imgs = [decode_image(_as_bytes(x), limits, size) for x in batch.reshape(-1)]
         except ImageError as exc:
             results.append(exc)
             continue
@@ -109,4 +118,15 @@ def embed_text_requests(bundle: Bundle, batches: Sequence[NDArray[Any]]) -> list
     for group in texts:
         out.append(embedded[offset:offset + len(group)])
         offset += len(group)
+    return out
+
+
+def embed_pixel_requests(bundle: Bundle, batches: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
+    """All requests' pixels through the image tower in one forward pass."""
+    sizes = [len(b) for b in batches]
+    embedded = bundle.embed_pixels(np.concatenate([np.asarray(b, np.float32) for b in batches]))
+    out, offset = [], 0
+    for n in sizes:
+        out.append(embedded[offset:offset + n])
+        offset += n
     return out

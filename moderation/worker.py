@@ -146,8 +146,8 @@ class Worker:
                 for tp, records in polled.items():
                     for record in records:
                         self._accept(tp, record, now)
-                if polled or self.in_flight():
-                    last_work = now
+                if polled or self.in_flight() or not self._assigned_any():
+                    last_work = now  # idle means: owning partitions and nothing to do
                 self._submit_ready(now)
                 if now - last_commit >= self.settings.worker.commit_interval_s:
                     self._commit()
@@ -250,6 +250,9 @@ class Worker:
                 fut = self._executor.submit(self._process, batch)
                 self._futures.add(fut)
                 fut.add_done_callback(self._futures.discard)
+
+    def _assigned_any(self) -> bool:
+        return bool(self.consumer.assignment())
 
     def _flow_control(self) -> None:
         limit = self.settings.worker.max_in_flight

@@ -94,3 +94,20 @@ def test_served_model_name_is_the_bundle_actually_loaded(triton_demo: str, trito
     assert TritonEncoder(triton_demo).model_name == demo_bundle.name == "emoji-minilm@1.0.0"
     assert TritonEncoder(triton_tiny).model_name == "tiny-clip@1"
     assert LocalEncoder(demo_bundle).model_name == demo_bundle.name
+
+
+def test_pixels_model_is_the_bare_image_tower(triton_demo: str, demo_bundle) -> None:  # type: ignore[no-untyped-def]
+    """clip_image_pixels (what `bench` measures as the encoder's limit) gives the same
+    embeddings as clip_image for the same images, preprocessing done by the client."""
+    import tritonclient.grpc as grpcclient
+
+    from moderation.images import decode_image
+
+    imgs = sample_images(4)
+    pixels = demo_bundle.pixels([decode_image(b) for b in imgs]).astype(np.float32)
+    client = grpcclient.InferenceServerClient(triton_demo)
+    inp = grpcclient.InferInput("PIXELS", list(pixels.shape), "FP32")
+    inp.set_data_from_numpy(pixels)
+    result = client.infer("clip_image_pixels", [inp])
+    np.testing.assert_allclose(result.as_numpy("EMBEDDING"),
+                               TritonEncoder(triton_demo).embed_images(imgs), atol=1e-5)
