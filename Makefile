@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint eval train samples chaos clean
+.PHONY: setup demo test test-fast lint eval train samples chaos bench clean
 
 setup: $(STAMP) $(SYSTEM_STAMP)
 
@@ -32,6 +32,10 @@ demo: setup
 # kill -9 workers while 2,000 uploads flow on the embedded stack; last line = summary
 chaos: setup
 	$(BIN)/moderation chaos
+
+# pipeline vs raw encoder vs naive baseline on a fresh embedded stack (about 3 minutes)
+bench: setup
+	$(BIN)/moderation bench
 
 test: setup
 	$(BIN)/python -m pytest -q

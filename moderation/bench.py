@@ -59,7 +59,7 @@ class BenchConfig:
     worker_counts: tuple[int, ...] = (1, 2)
     policies_dir: Path = Path("policies")
     triton_instances: int = 1
-    torch_threads: int = 0  # clip_image's intra-op threads; 0 = as its config.pbtxt says
+    torch_threads: int = 0  # clip_image's intra-op threads; 0 = as its config says (auto)
 
 
 @dataclass
@@ -101,7 +101,7 @@ def tuned_repository(state: Path, instances: int, torch_threads: int) -> Path:
     cfg = dst / "clip_image" / "config.pbtxt"
     text = cfg.read_text().replace("count: 1", f"count: {instances}")
     if torch_threads:
-        text = re.sub(r'(key: "torch_threads" value: \{ string_value: )"\d+"',
+        text = re.sub(r'(key: "torch_threads" value: \{ string_value: )"[^"]*"',
                       rf'\1"{torch_threads}"', text)
     cfg.write_text(text)
     return dst

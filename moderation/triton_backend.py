@@ -56,13 +56,30 @@ def model_column(bundle: Bundle, rows: int) -> NDArray[Any]:
     return np.array([[bundle.name.encode()]] * rows, dtype=object).reshape(rows, 1)
 
 
-def load_for_serving(config: dict[str, Any]) -> Bundle:
+SMALL_TOWER_PARAMS = 20_000_000
+
+
+def serving_threads(setting: str, image_params: int) -> int | None:
+    """torch intra-op threads for a model instance: a number, ``0`` (torch's default, one
+    per core) or ``auto``: one thread for a small image tower, whose forward pass costs less
+    than the decoding around it and which shares the cores with it (the demo CNN), and
+    torch's default for a large one (a ViT), which needs every core. None = leave as is."""
+    if setting == "auto":
+        return 1 if image_params < SMALL_TOWER_PARAMS else None
+    threads = int(setting or "0")
+    return threads if threads > 0 else None
+
+
+def load_for_serving(config: dict[str, Any], image_model: bool = True) -> Bundle:
     import torch
 
-    threads = int(param(config, "torch_threads", "0"))
-    if threads > 0:
+    bundle = load_bundle(bundle_ref(config))
+    setting = param(config, "torch_threads", "0")
+    params = bundle.image_param_count() if image_model and setting == "auto" else 0
+    threads = serving_threads(setting if image_model else setting.replace("auto", "0"), params)
+    if threads:
         torch.set_num_threads(threads)
-    return load_bundle(bundle_ref(config))
+    return bundle
 
 
 def limits_from_env() -> DecodeLimits:

@@ -133,6 +133,10 @@ class Bundle:
         return self.manifest.embedding_dim
 
     # towers are loaded lazily so an image-only Triton model never loads the text tower
+    def image_param_count(self) -> int:
+        """Parameters of the image tower (loads it)."""
+        return int(sum(p.numel() for p in self.image_tower().parameters()))
+
     def image_tower(self) -> Any:
         if self._image is None:
             from moderation.models.loading import load_image_tower

@@ -13,7 +13,7 @@ class TritonPythonModel:
         return tb.add_embedding_output(config)
 
     def initialize(self, args):
-        self.bundle = tb.load_for_serving(json.loads(args["model_config"]))
+        self.bundle = tb.load_for_serving(json.loads(args["model_config"]), image_model=False)
         self.bundle.text_tower()
 
     def execute(self, requests):
