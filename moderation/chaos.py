@@ -24,10 +24,7 @@ from pathlib import Path
 
 from moderation import devstack
 from moderation.config import Settings
-from moderation.kafka_io import ensure_topics
-from moderation.policy import load_policy_dir
-from moderation.service import triton_encoder
-from moderation.store import RedisPolicyStore, apply_policies
+from moderation.provision import provision
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +141,7 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
         "dead_letter_topic": f"chaos-{run}-dlq", "group_id": f"chaos-{run}",
         "session_timeout_ms": 6000})
     settings = settings.model_copy(update={"kafka": k})
-    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-    version = apply_policies(load_policy_dir(policies_dir), triton_encoder(settings),
-                             RedisPolicyStore.from_settings(settings.redis))
+    version = provision(settings, policies_dir)
     env = worker_env(settings)
     rng = random.Random(seed)
     ids = [f"chaos-{run}-{i:05d}" for i in range(uploads)]

@@ -20,13 +20,10 @@ from typing import Any
 
 from moderation import devstack, stack
 from moderation.config import Settings
-from moderation.kafka_io import ensure_topics
 from moderation.models.eval_labels import policies_of
-from moderation.policy import load_policy_dir
 from moderation.produce import produce_files
+from moderation.provision import provision
 from moderation.samples import SAMPLES
-from moderation.service import triton_encoder
-from moderation.store import RedisPolicyStore, apply_policies
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +165,7 @@ def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
     worker = None
     try:
         k = settings.kafka
-        ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-        version = apply_policies(load_policy_dir(policies_dir), triton_encoder(settings),
-                                 RedisPolicyStore.from_settings(settings.redis))
+        version = provision(settings, policies_dir)
         print(f"applied {policies_dir} as policy version {version}", file=sys.stderr)
         worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
         print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "

@@ -26,9 +26,7 @@ from moderation.devstack import (
     wait_until,
 )
 from moderation.kafka_io import ensure_topics
-from moderation.policy import load_policy_dir
-from moderation.service import triton_encoder
-from moderation.store import RedisPolicyStore, apply_policies
+from moderation.provision import provision
 from tests.pipeline_helpers import committed_offsets, event, produce_tracked, read_outcomes
 from tests.tcp_proxy import DelayProxy
 
@@ -91,10 +89,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     for k, v in env.items():
         mp.setenv(k, v)
     settings = Settings()
-    k = settings.kafka
-    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-    version = apply_policies(load_policy_dir(REPO / "policies"), triton_encoder(settings),
-                             RedisPolicyStore.from_settings(settings.redis))
+    version = provision(settings, REPO / "policies")
     worker, port = start_worker(tmp, env)
     rig = Rig(tmp, env, settings, worker, port, tansu, kafka_port, redis, redis_port, triton,
               triton_ports, proxy, version)

@@ -15,8 +15,8 @@ import pytest
 from moderation.config import Settings
 from moderation.demo import metric_value
 from moderation.devstack import ManagedProcess, http_ok, start_worker, wait_until
-from moderation.kafka_io import ensure_topics
 from moderation.policy import Policy, PolicySet, load_policy_dir
+from moderation.provision import provision
 from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 from tests import hostile_corpus as hc
@@ -60,10 +60,8 @@ def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
     for k, v in env.items():
         mp.setenv(k, v)
     settings = Settings()
-    k = settings.kafka
-    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+    provision(settings, REPO / "policies")
     store = RedisPolicyStore.from_settings(settings.redis)
-    apply_policies(load_policy_dir(REPO / "policies"), triton_encoder(settings), store)
     worker, port = start_worker(tmp_path_factory.mktemp("worker"), env)
     try:
         wait_until(lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0,
