@@ -9,6 +9,7 @@
     │   ├── EncoderUnavailable   the encoder cannot be reached right now (retry later)
     │   └── RejectedImage        (encoders.py) Triton refused one input as bad
     ├── InputError         (events.py) an upload event that can never be decided
+    ├── FetchError         (fetch.py) an image_url that cannot or may not be fetched
     ├── StoreError         (store.py) Redis unreachable, or no policy set applied yet
     └── BrokerError        (kafka_io.py) the Kafka cluster refused or is unreachable
 """
