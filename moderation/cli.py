@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="consume uploads, publish decisions (runs until SIGTERM)")
     w.add_argument("--idle-exit", type=float, metavar="SECONDS",
-                   help="exit after SECONDS without new uploads and with nothing in flight")
+                   help="exit after SECONDS owning partitions with no new upload and "
+                   "nothing in flight")
     w.set_defaults(func=cmd_worker)
 
     pr = sub.add_parser("produce", help="send image files as upload events")
