@@ -45,14 +45,6 @@ class Batcher(Generic[T]):
         self._since = now if self._items else None
         return out
 
-    def drop(self, keep: Any) -> list[T]:
-        """Remove the items for which ``keep(item)`` is false; returns them."""
-        dropped = [i for i in self._items if not keep(i)]
-        self._items = [i for i in self._items if keep(i)]
-        if not self._items:
-            self._since = None
-        return dropped
-
 
 def started_at(upload: Upload, kafka_timestamp_ms: int | None) -> datetime:
     """When the upload entered the platform: its ``created_at``, else the Kafka timestamp."""

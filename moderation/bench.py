@@ -37,10 +37,10 @@ from moderation.bench_images import encoded_uploads
 from moderation.chaos import worker_env
 from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSettings
 from moderation.images import decode_image, preprocess
-from moderation.kafka_io import ensure_topics
+from moderation.kafka_io import ensure_topics, read_from_start
 from moderation.models.bundle import read_manifest, resolve_bundle_dir
 from moderation.policy import load_policy_dir
-from moderation.produce import upload_event
+from moderation.produce import produce_events
 from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 
@@ -172,15 +172,7 @@ class DecisionClock:
     reading) and records when each upload's first decision arrived."""
 
     def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        k = settings.kafka
-        self.consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False,
-                                      auto_offset_reset="earliest")
-        tps = [TopicPartition(k.decision_topic, p)
-               for p in sorted(self.consumer.partitions_for_topic(k.decision_topic) or [])]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.consumer = read_from_start(settings.kafka, [settings.kafka.decision_topic])
         self.arrived: dict[str, float] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -214,29 +206,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(arr, q)), 1) for q in (50, 95, 99)}
 
 
-def _produce(settings: Settings, images: list[bytes], ids: list[str],
-             rate_per_s: float | None) -> dict[str, float]:
-    """Send the uploads (paced when a rate is given); returns id -> created_at epoch s."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(**settings.kafka.client_options(), acks="all", linger_ms=5,
-                             max_request_size=8_000_000, batch_size=1_048_576)
-    created: dict[str, float] = {}
-    start = time.monotonic()
-    for i, uid in enumerate(ids):
-        if rate_per_s:
-            delay = start + i / rate_per_s - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing the offered load
-        now = datetime.now(UTC)
-        created[uid] = now.timestamp()
-        producer.send(settings.kafka.input_topic, key=uid.encode(),
-                      value=upload_event(uid, images[i % len(images)], created_at=now))
-    producer.flush(timeout=120)
-    producer.close()
-    return created
-
-
 def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: int,
                      say: Say) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
@@ -255,12 +224,12 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
         clock = DecisionClock(settings)
         # warm-up: the first batches pay one-off costs (connections, allocator)
         warm_ids = [f"warm-{run}-{i}" for i in range(16)]
-        _produce(settings, images, warm_ids, None)
+        produce_events(settings.kafka, images, warm_ids)
         clock.wait_for(set(warm_ids), 120)
         cpu0 = _cpu(stack, procs)
         ids = [f"sat-{run}-{i}" for i in range(uploads)]
         t0 = time.time()
-        created = _produce(settings, images, ids, None)
+        created = produce_events(settings.kafka, images, ids)
         clock.wait_for(set(ids), 900)
         elapsed = max(clock.arrived[i] for i in ids) - t0
         rate = uploads / elapsed
@@ -268,7 +237,7 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
         sat = _percentiles([clock.arrived[i] - created[i] for i in ids])
         say(f"  {workers} worker(s): {rate:.1f} images/s at saturation, p50 {sat['p50_ms']} ms")
         half_ids = [f"half-{run}-{i}" for i in range(max(8, uploads // 2))]
-        created_half = _produce(settings, images, half_ids, rate / 2)
+        created_half = produce_events(settings.kafka, images, half_ids, rate / 2)
         clock.wait_for(set(half_ids), 900)
         half = _percentiles([clock.arrived[i] - created_half[i] for i in half_ids])
         say(f"  {workers} worker(s) at {rate / 2:.1f}/s (50%): p50 {half['p50_ms']} ms, "
@@ -322,7 +291,7 @@ def measure_naive(stack: Stack, images: list[bytes], uploads: int) -> dict[str, 
     settings = stack.settings.model_copy(update={"kafka": k})
     ensure_topics(k, [k.input_topic, k.decision_topic])
     ids = [f"naive-{run}-{i}" for i in range(uploads)]
-    _produce(settings, images, ids, None)
+    produce_events(settings.kafka, images, ids)
     stored = RedisPolicyStore.from_settings(settings.redis).load()
     matrix = stored.matrix()
     encoder = triton_encoder(settings)

@@ -8,8 +8,6 @@ counts what was lost (must be 0) and what was decided more than once.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import random
 import signal
@@ -19,11 +17,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from moderation import devstack
 from moderation.config import Settings
+from moderation.kafka_io import read_from_start
+from moderation.produce import produce_events
 from moderation.provision import provision
 
 log = logging.getLogger(__name__)
@@ -70,43 +69,20 @@ def _payloads(samples: list[Path]) -> list[bytes]:
 
 def _produce(settings: Settings, ids: list[str], images: list[bytes], rate_per_s: float,
              errors: list[Exception]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(**settings.kafka.client_options(), acks="all", linger_ms=5,
-                             max_request_size=settings.kafka.max_message_bytes)
-    start = time.monotonic()
     try:
-        for i, uid in enumerate(ids):
-            due = start + i / rate_per_s
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing the load, not synchronisation
-            value = json.dumps({"upload_id": uid,
-                                "image_b64": base64.b64encode(images[i % len(images)]).decode(),
-                                "created_at": datetime.now(UTC).isoformat()}).encode()
-            producer.send(settings.kafka.input_topic, key=uid.encode(), value=value)
-        producer.flush(timeout=60)
+        produce_events(settings.kafka, images, ids, rate_per_s)
     except Exception as exc:  # reported by the caller: an upload never sent is not "lost"
         errors.append(exc)
-    finally:
-        producer.close()
 
 
 class _Outcomes:
     """Follows the decision and dead-letter topics, counting records per upload id."""
 
     def __init__(self, settings: Settings, ids: set[str]) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
         k = settings.kafka
         self.ids = ids
         self.decision_topic = k.decision_topic
-        self.consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False,
-                                      auto_offset_reset="earliest")
-        tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
-               for p in sorted(self.consumer.partitions_for_topic(t) or [])]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.consumer = read_from_start(k, [k.decision_topic, k.dead_letter_topic])
         self.decisions: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
 

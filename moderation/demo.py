@@ -20,6 +20,7 @@ from typing import Any
 
 from moderation import devstack, stack
 from moderation.config import Settings
+from moderation.kafka_io import read_from_start
 from moderation.models.eval_labels import policies_of
 from moderation.produce import produce_files
 from moderation.provision import provision
@@ -52,7 +53,7 @@ def stack_settings(settings: Settings) -> tuple[Settings, dict[str, str], bool]:
         print("starting the embedded stack (Tansu broker, redis-server, tritonserver)...",
               file=sys.stderr)
     state = stack.up(settings)
-    env = dict(line.removeprefix("export ").split("=", 1) for line in stack.env_lines(state))
+    env = stack.env(state)
     os.environ.update(env)
     return Settings(), env, not was_up
 
@@ -60,15 +61,8 @@ def stack_settings(settings: Settings) -> tuple[Settings, dict[str, str], bool]:
 def follow_results(settings: Settings, ids: dict[str, str], timeout_s: float,
                    progress: bool = True) -> dict[str, Outcome]:
     """Read the decision and dead-letter topics until every id has an outcome or time is up."""
-    from kafka import KafkaConsumer, TopicPartition
-
     k = settings.kafka
-    consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False,
-                             auto_offset_reset="earliest")
-    tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
-           for p in sorted(consumer.partitions_for_topic(t) or [])]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
+    consumer = read_from_start(k, [k.decision_topic, k.dead_letter_topic])
     outcomes: dict[str, Outcome] = {}
     bar = _progress(len(ids), progress)
     deadline = time.monotonic() + timeout_s

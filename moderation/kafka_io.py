@@ -152,3 +152,17 @@ def ensure_topics(settings: KafkaSettings, names: Sequence[str], partitions: int
         raise BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}") from exc
     finally:
         admin.close()
+
+
+def read_from_start(settings: KafkaSettings, topics: Sequence[str], **overrides: Any) -> Any:
+    """A group-less consumer assigned every partition of ``topics``, at the beginning: how
+    the demo, the benchmark and the chaos run watch decisions and dead letters arrive."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.client_options(), enable_auto_commit=False,
+                             auto_offset_reset="earliest", **overrides)
+    tps = [TopicPartition(t, p) for t in topics
+           for p in sorted(consumer.partitions_for_topic(t) or [])]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return consumer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,3 +65,30 @@ def produce_files(settings: KafkaSettings, paths: Sequence[Path], id_prefix: str
     if errors:
         raise BrokerError(f"{len(errors)} of {len(out)} uploads were not accepted: {errors[0]}")
     return out
+
+
+def produce_events(settings: KafkaSettings, images: Sequence[bytes], ids: Sequence[str],
+                   rate_per_s: float | None = None) -> dict[str, float]:
+    """Send one upload event per id (images reused in turn), as fast as the broker takes
+    them or paced at ``rate_per_s``; returns id -> created_at (epoch seconds)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**settings.client_options(), acks="all", linger_ms=5,
+                             max_request_size=settings.max_message_bytes,
+                             batch_size=1_048_576)
+    created: dict[str, float] = {}
+    start = time.monotonic()
+    try:
+        for i, uid in enumerate(ids):
+            if rate_per_s:
+                delay = start + i / rate_per_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # pacing the offered load, not synchronisation
+            now = datetime.now(UTC)
+            created[uid] = now.timestamp()
+            producer.send(settings.input_topic, key=uid.encode(),
+                          value=upload_event(uid, images[i % len(images)], created_at=now))
+        producer.flush(timeout=120)
+    finally:
+        producer.close()
+    return created

@@ -83,18 +83,22 @@ def down(settings: Settings) -> None:
     _state_file(settings).unlink(missing_ok=True)
 
 
-def env_lines(state: dict[str, Any]) -> list[str]:
-    lines = []
+def env(state: dict[str, Any]) -> dict[str, str]:
+    """The MODERATION_* settings a client needs to use the running stack."""
+    out = {}
     if state.get("kafka"):
-        port = state["kafka"]["port"]
-        lines.append(f"export MODERATION_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{port}")
+        out["MODERATION_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{state['kafka']['port']}"
     if state.get("redis"):
-        lines.append(f"export MODERATION_REDIS__URL=redis://127.0.0.1:{state['redis']['port']}/0")
+        out["MODERATION_REDIS__URL"] = f"redis://127.0.0.1:{state['redis']['port']}/0"
     if state.get("triton"):
         t = state["triton"]
-        lines += [f"export MODERATION_TRITON__URL=127.0.0.1:{t['grpc']}",
-                  f"export MODERATION_MODEL__BUNDLE={t['bundle']}"]
-    return lines
+        out["MODERATION_TRITON__URL"] = f"127.0.0.1:{t['grpc']}"
+        out["MODERATION_MODEL__BUNDLE"] = str(t["bundle"])
+    return out
+
+
+def env_lines(state: dict[str, Any]) -> list[str]:
+    return [f"export {k}={v}" for k, v in env(state).items()]
 
 
 def _describe(name: str, s: dict[str, Any]) -> str:

@@ -75,8 +75,10 @@ def load_for_serving(config: dict[str, Any], image_model: bool = True) -> Bundle
 
     bundle = load_bundle(bundle_ref(config))
     setting = param(config, "torch_threads", "0")
-    params = bundle.image_param_count() if image_model and setting == "auto" else 0
-    threads = serving_threads(setting if image_model else setting.replace("auto", "0"), params)
+    # the text model has no image tower to size: "auto" leaves torch's default there
+    params = (bundle.image_param_count() if image_model and setting == "auto"
+              else SMALL_TOWER_PARAMS)
+    threads = serving_threads(setting, params)
     if threads:
         torch.set_num_threads(threads)
     return bundle

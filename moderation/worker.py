@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +27,7 @@ from numpy.typing import NDArray
 from moderation.batching import Batcher, decide, started_at
 from moderation.config import Settings
 from moderation.dedupe import DecisionLedger, ledger_key
+from moderation.devstack import port_open
 from moderation.encoders import Encoder, RejectedImage
 from moderation.errors import EncoderError, EncoderUnavailable, ImageError
 from moderation.events import Decision, InputError, Upload, dead_letter_headers, parse_upload
@@ -208,18 +208,12 @@ class Worker:
 
     def _broker_reachable(self) -> bool:
         checked_at, ok = self._broker_checked
-        if time.monotonic() - checked_at < 2.0:
-            return ok
-        ok = False
-        for server in self.settings.kafka.bootstrap_servers.split(","):
-            host, _, port = server.strip().rpartition(":")
-            try:
-                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
-                    ok = True
-                    break
-            except (OSError, ValueError):
-                continue
-        self._broker_checked = (time.monotonic(), ok)
+        if time.monotonic() - checked_at >= 2.0:  # probes come often; connect at most every 2 s
+            servers = [s.strip().rpartition(":") for s in
+                       self.settings.kafka.bootstrap_servers.split(",")]
+            ok = any(port.isdigit() and port_open(int(port), host or "127.0.0.1")
+                     for host, _, port in servers)
+            self._broker_checked = (time.monotonic(), ok)
         return ok
 
     # --- main thread: accept, batch, commit ----------------------------------------------
@@ -374,10 +368,15 @@ class Worker:
         else:
             m.messages.labels("dead_lettered").inc()
             m.dead_letters.labels(send.error_type or "unknown").inc()
+        self._settle(send.tp, send.epoch, send.offset,
+                     "decided" if send.decision else "dead_lettered")
+
+    def _settle(self, tp: TP, epoch: int, offset: int, outcome: str) -> None:
+        """The message has its outcome: count it and let the tracker move past it."""
         with self._lock:
-            self.stats["decided" if send.decision else "dead_lettered"] += 1
-            if self._epochs.get(send.tp) == send.epoch:  # else revoked: the new owner redoes it
-                self._tracker.ack(send.tp, send.offset)
+            self.stats[outcome] += 1
+            if self._epochs.get(tp) == epoch:  # else revoked: the new owner redoes it
+                self._tracker.ack(tp, offset)
 
     def _resend_due(self, now: float) -> None:
         with self._lock:
@@ -530,10 +529,7 @@ class Worker:
                          "offset=%d: not publishing again", job.upload.upload_id, version,
                          job.record.partition, job.record.offset)
                 self.metrics.messages.labels("duplicate_skipped").inc()
-                with self._lock:
-                    self.stats["duplicates_skipped"] += 1
-                    if self._epochs.get(job.tp) == job.epoch:
-                        self._tracker.ack(job.tp, job.record.offset)
+                self._settle(job.tp, job.epoch, job.record.offset, "duplicates_skipped")
         return [j for j, k in zip(jobs, keys, strict=True) if k not in done]
 
     def _record_decided(self) -> None:

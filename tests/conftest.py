@@ -100,25 +100,27 @@ def knife_and_dog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port, stopped by PID."""
-    from moderation.devstack import start_redis
-
-    proc, port = start_redis(tmp_path_factory.mktemp("redis"))
+def _serve(start, tmp: Path, address: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Start a service on a free port, yield its address, stop it by PID."""
+    proc, port = start(tmp)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield address.format(port=port)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port."""
+    from moderation.devstack import start_redis
+
+    yield from _serve(start_redis, tmp_path_factory.mktemp("redis"),
+                      "redis://127.0.0.1:{port}/0")
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The Tansu Kafka-protocol broker (memory storage) on a free port, stopped by PID."""
+    """The Tansu Kafka-protocol broker (memory storage) on a free port."""
     from moderation.devstack import start_tansu
 
-    proc, port = start_tansu(tmp_path_factory.mktemp("tansu"))
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    yield from _serve(start_tansu, tmp_path_factory.mktemp("tansu"), "127.0.0.1:{port}")

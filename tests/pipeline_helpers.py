@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from moderation.config import Settings
+from moderation.kafka_io import read_from_start
 
 
 def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]
@@ -31,14 +32,8 @@ def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[
 def read_outcomes(settings: Settings, keys: set[str], timeout_s: float = 120.0
                   ) -> dict[str, list[tuple[str, Any]]]:
     """Every decision and dead letter for these keys: key -> [(topic kind, payload)]."""
-    from kafka import KafkaConsumer, TopicPartition
-
     k = settings.kafka
-    consumer = KafkaConsumer(**k.client_options(), enable_auto_commit=False)
-    tps = [TopicPartition(t, p) for t in (k.decision_topic, k.dead_letter_topic)
-           for p in sorted(consumer.partitions_for_topic(t) or [])]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
+    consumer = read_from_start(k, [k.decision_topic, k.dead_letter_topic])
     out: dict[str, list[tuple[str, Any]]] = {}
     deadline = time.monotonic() + timeout_s
     while not keys <= out.keys() and time.monotonic() < deadline:

@@ -28,14 +28,6 @@ def test_linger_counts_from_the_oldest_waiting_item() -> None:
     assert b.take(now=1.0) == ["a", "b"]
 
 
-def test_drop_removes_items_of_revoked_partitions() -> None:
-    b: Batcher[tuple[int, int]] = Batcher(size=10, linger_s=0.0)
-    for p, o in [(0, 1), (1, 1), (0, 2)]:
-        b.add((p, o), now=0.0)
-    assert b.drop(lambda item: item[0] != 0) == [(0, 1), (0, 2)]
-    assert b.take(now=0.0) == [(1, 1)]
-
-
 def test_started_at_prefers_created_at_then_kafka_timestamp() -> None:
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with_created = Upload(upload_id="a", image=b"x", image_url=None, created_at=created)
