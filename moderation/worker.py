@@ -220,12 +220,7 @@ class Worker:
 
     def _accept(self, tp: TP, record: Record, now: float) -> None:
         with self._lock:
-            try:
-                self._tracker.track(tp, record.offset)
-            except ValueError:
-                log.debug("skipping redelivered offset topic=%s partition=%d offset=%d",
-                          record.topic, record.partition, record.offset)
-                return
+            self._tracker.track(tp, record.offset)  # a redelivery is decided again, never skipped
             epoch = self._epochs.setdefault(tp, 0)
         try:
             upload = parse_upload(record.value, record.headers or [],

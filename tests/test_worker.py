@@ -266,3 +266,15 @@ def test_ledger_down_means_deciding_again_not_losing() -> None:
     assert len(pub.on(DECISIONS)) == 3  # u0 is published again: a duplicate, never a loss
     assert metrics.dedupe_errors._value.get() >= 1
     assert consumer.last_committed() == {TP("uploads", 0): 3}
+
+
+def test_records_handed_out_again_after_a_rewind_are_decided_not_skipped() -> None:
+    """A rebalance can hand out buffered later offsets, then rewind to the committed one.
+    The worker once skipped the rewound records and committed past them (lost uploads)."""
+    rewound = [FakeRecord("uploads", 0, o, event(f"u{o}", RED)) for o in (5, 6, 7, 3, 4, 5)]
+    consumer = FakeConsumer(rewound)
+    worker, pub, _ = make_worker(consumer)
+    worker.run(idle_exit_s=0.3)
+    decided = {json.loads(v or b"")["upload_id"] for _, _, v, _ in pub.on(DECISIONS)}
+    assert decided == {"u3", "u4", "u5", "u6", "u7"}
+    assert consumer.last_committed() == {TP("uploads", 0): 8}
