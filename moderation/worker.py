@@ -97,6 +97,8 @@ class Worker:
         self._lock = threading.Lock()
         self._tracker = OffsetTracker()
         self._epochs: dict[TP, int] = {}
+        # partitions this member owns now; the rebalance listener (kafka IO thread) keeps it
+        self._owned: set[TP] = set()
         self._retries: list[Send] = []
         self._stop = threading.Event()
         self._abandon = threading.Event()
@@ -124,7 +126,7 @@ class Worker:
                 worker._revoke(revoked, commit=True)
 
             def on_partitions_assigned(self, assigned: Iterable[TP]) -> None:
-                log.info("partitions assigned: %s", _names(assigned))
+                worker._assign(assigned)
 
             def on_partitions_lost(self, lost: Iterable[TP]) -> None:
                 worker._revoke(lost, commit=False)
@@ -220,6 +222,11 @@ class Worker:
 
     def _accept(self, tp: TP, record: Record, now: float) -> None:
         with self._lock:
+            if tp not in self._owned:
+                # fetched before a revocation that ran while poll() was returning: the new
+                # owner reads it again from the committed offset. Tracking it here would let
+                # this member commit that partition past what its new owner has decided.
+                return
             self._tracker.track(tp, record.offset)  # a redelivery is decided again, never skipped
             epoch = self._epochs.setdefault(tp, 0)
         try:
@@ -293,6 +300,12 @@ class Worker:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, high - position))
 
+    def _assign(self, tps: Iterable[TP]) -> None:
+        tps = list(tps)
+        with self._lock:
+            self._owned.update(tps)
+        log.info("partitions assigned: %s", _names(tps))
+
     def _revoke(self, tps: Iterable[TP], commit: bool) -> None:
         """Rebalance listener (kafka IO thread): commit what is acknowledged, forget the rest.
 
@@ -306,6 +319,7 @@ class Worker:
             return
         offsets = {}
         with self._lock:
+            self._owned.difference_update(tps)
             for tp in tps:
                 offset = self._tracker.revoke(tp)
                 if offset is not None:

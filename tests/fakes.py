@@ -136,6 +136,8 @@ class FakeConsumer:
     def __init__(self, records: Sequence[FakeRecord], on_commit: Callable[[dict[Any, int]], None]
                  | None = None, revoke: tuple[Callable[[], bool], TP] | None = None) -> None:
         self.revoke = revoke  # (when, partition): a rebalance once when() holds
+        # a partition revoked while poll() is already returning records fetched for it
+        self.revoke_while_returning: TP | None = None
         self.polls = 0
         self.revoked: set[TP] = set()
         self.queues: dict[TP, list[FakeRecord]] = {}
@@ -164,6 +166,12 @@ class FakeConsumer:
         for tp, queue in self.queues.items():
             if tp not in self._paused and queue:
                 out[tp], self.queues[tp] = queue[:4], queue[4:]
+        late = self.revoke_while_returning
+        if late is not None and late in out:
+            self.revoke_while_returning = None
+            self.listener.on_partitions_revoked({late})  # the IO thread, mid-poll
+            self.queues.pop(late, None)
+            self.revoked.add(late)
         if not out:
             self.quiet.wait(timeout_ms / 1000)
         return out
