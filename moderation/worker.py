@@ -99,6 +99,9 @@ class Worker:
         self._epochs: dict[TP, int] = {}
         # partitions this member owns now; the rebalance listener (kafka IO thread) keeps it
         self._owned: set[TP] = set()
+        # owned partitions not yet moved to their committed offset: partition -> assignment
+        self._unpositioned: dict[TP, int] = {}
+        self._assignments = 0
         self._retries: list[Send] = []
         self._stop = threading.Event()
         self._abandon = threading.Event()
@@ -140,6 +143,7 @@ class Worker:
                 now = self._tick = time.monotonic()
                 self._resend_due(now)
                 self._record_decided()
+                self._position_assigned()
                 self._flow_control()
                 room = self.settings.worker.max_in_flight - self.in_flight()
                 polled: Mapping[TP, list[Record]] = self.consumer.poll(
@@ -222,10 +226,11 @@ class Worker:
 
     def _accept(self, tp: TP, record: Record, now: float) -> None:
         with self._lock:
-            if tp not in self._owned:
-                # fetched before a revocation that ran while poll() was returning: the new
-                # owner reads it again from the committed offset. Tracking it here would let
-                # this member commit that partition past what its new owner has decided.
+            if tp not in self._owned or tp in self._unpositioned:
+                # fetched around a rebalance that ran while poll() was returning. Revoked:
+                # the new owner reads it again from the committed offset, and tracking it
+                # would let this member commit past what that owner has decided. Assigned
+                # again but not yet positioned: it may come from the old fetch position.
                 return
             self._tracker.track(tp, record.offset)  # a redelivery is decided again, never skipped
             epoch = self._epochs.setdefault(tp, 0)
@@ -304,7 +309,39 @@ class Worker:
         tps = list(tps)
         with self._lock:
             self._owned.update(tps)
+            self._assignments += 1
+            for tp in tps:
+                self._unpositioned[tp] = self._assignments
         log.info("partitions assigned: %s", _names(tps))
+
+    def _position_assigned(self) -> None:
+        """Move each newly assigned partition to its committed offset before accepting any
+        of its records.
+
+        kafka-python 3 applies an assignment on its IO thread while ``poll()`` drains
+        buffered fetches on this one, so the first records after a rebalance can come from
+        the old fetch position, ahead of the committed offset (the chaos run lost uploads
+        that way: the tracker's prefix started past them) or behind it. The prefix must
+        start exactly where the previous owner's commit ends.
+        """
+        with self._lock:
+            todo = dict(self._unpositioned)
+        for tp, assignment in todo.items():
+            try:
+                offset = self.consumer.committed(tp, timeout_ms=2000)
+                if offset is None:
+                    self.consumer.seek_to_beginning(tp)  # as auto_offset_reset=earliest
+                else:
+                    self.consumer.seek(tp, offset)
+            except Exception as exc:  # revoked meanwhile, coordinator moving: next round
+                log.warning("cannot move to the committed offset yet topic=%s partition=%d: "
+                            "%s", tp.topic, tp.partition, exc)
+                continue
+            with self._lock:
+                if self._unpositioned.get(tp) == assignment:  # else assigned again since
+                    del self._unpositioned[tp]
+            log.info("starting at the committed offset topic=%s partition=%d offset=%s",
+                     tp.topic, tp.partition, "earliest" if offset is None else offset)
 
     def _revoke(self, tps: Iterable[TP], commit: bool) -> None:
         """Rebalance listener (kafka IO thread): commit what is acknowledged, forget the rest.
@@ -321,6 +358,7 @@ class Worker:
         with self._lock:
             self._owned.difference_update(tps)
             for tp in tps:
+                self._unpositioned.pop(tp, None)
                 offset = self._tracker.revoke(tp)
                 if offset is not None:
                     offsets[tp] = OffsetAndMetadata(offset, "", -1)

@@ -140,9 +140,13 @@ class FakeConsumer:
         self.revoke_while_returning: TP | None = None
         self.polls = 0
         self.revoked: set[TP] = set()
-        self.queues: dict[TP, list[FakeRecord]] = {}
+        # a rebalance that gives a partition straight back to this member while poll() is
+        # draining, from the old fetch position: (partition, next offset, stale offset)
+        self.reassign_while_returning: tuple[TP, int, int] | None = None
+        self.log: dict[TP, list[FakeRecord]] = {}
         for r in records:
-            self.queues.setdefault(TP(r.topic, r.partition), []).append(r)
+            self.log.setdefault(TP(r.topic, r.partition), []).append(r)
+        self.queues = {tp: list(rs) for tp, rs in self.log.items()}  # what is left to serve
         self.commits: list[dict[TP, int]] = []
         self.on_commit = on_commit
         self._paused: set[TP] = set()
@@ -163,7 +167,13 @@ class FakeConsumer:
             self.queues.pop(tp, None)
             self.revoked.add(tp)
         out = {}
+        jump = self.reassign_while_returning
         for tp, queue in self.queues.items():
+            if jump and jump[0] == tp and queue and queue[0].offset == jump[1]:
+                self.reassign_while_returning = None
+                self.listener.on_partitions_revoked({tp})  # the IO thread, mid-poll
+                self.listener.on_partitions_assigned({tp})
+                queue = [r for r in self.log[tp] if r.offset >= jump[2]]
             if tp not in self._paused and queue:
                 out[tp], self.queues[tp] = queue[:4], queue[4:]
         late = self.revoke_while_returning
@@ -185,6 +195,18 @@ class FakeConsumer:
     def commit_async(self, offsets: dict[TP, Any]) -> None:
         self.async_commits = {tp: om.offset for tp, om in offsets.items()}
         self.commit(offsets)
+
+    def committed(self, tp: TP, timeout_ms: int | None = None) -> int | None:
+        return self.last_committed().get(tp)
+
+    def seek(self, tp: TP, offset: int) -> None:
+        if tp not in self.queues:
+            raise RuntimeError(f"{tp} is not assigned")
+        self.queues[tp] = [r for r in self.log[tp] if r.offset >= offset]
+
+    def seek_to_beginning(self, *tps: TP) -> None:
+        for tp in tps:
+            self.seek(tp, -1)
 
     def assignment(self) -> set[TP]:
         return set(self.queues)
