@@ -55,6 +55,8 @@ class ChaosReport:
     duplicates: int = 0  # outcome records beyond the first per upload
     replays_suppressed: int = 0  # redeliveries the decision ledger settled without publishing
     seconds: float = 0.0
+    # where each lost upload sits, and how far its group committed there: the first clue
+    lost_detail: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"chaos: {self.uploads} uploads in, {self.decisions} decisions out, "
@@ -109,7 +111,7 @@ class _Outcomes:
 
 def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies_dir: Path,
               uploads: int = 2000, kills: int = 5, workers: int = 2,
-              rate_per_s: float = 50.0, seed: int = 0, timeout_s: float = 600.0,
+              rate_per_s: float = 50.0, seed: int = 0, stall_s: float = 120.0,
               say: Callable[[str], None] = print) -> ChaosReport:
     run = uuid.uuid4().hex[:8]
     k = settings.kafka.model_copy(update={
@@ -150,9 +152,10 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
         producer.join()
         if errors:
             raise RuntimeError(f"producing failed: {errors[0]}")
-        deadline = started + timeout_s
-        while outcomes.settled() < uploads and time.monotonic() < deadline:
-            outcomes.poll(500)
+        stalled_at = time.monotonic() + stall_s  # a lost upload never arrives: stop waiting
+        while outcomes.settled() < uploads and time.monotonic() < stalled_at:
+            if outcomes.poll(500):
+                stalled_at = time.monotonic() + stall_s
     finally:
         for proc in procs:
             proc.stop()
@@ -163,8 +166,39 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
     report.dead_letters = sum(outcomes.dead.values())
     report.lost = [i for i in ids if i not in outcomes.decisions and i not in outcomes.dead]
     report.duplicates = report.decisions + report.dead_letters - (uploads - len(report.lost))
+    if report.lost:
+        report.lost_detail = _locate(settings, set(report.lost))
     marker = f"already decided upload_id=chaos-{run}-"
     report.replays_suppressed = sum(
         log_file.read_text(errors="replace").count(marker)
         for log_file in state_dir.glob("chaos-worker-*.log"))
     return report
+
+
+def _locate(settings: Settings, lost: set[str]) -> list[str]:
+    """``upload_id partition=P offset=O committed=C`` for each lost upload."""
+    from kafka import TopicPartition
+
+    from moderation.kafka_io import make_consumer
+
+    k = settings.kafka
+    reader = read_from_start(k, [k.input_topic])
+    found: dict[str, tuple[int, int]] = {}
+    quiet_until = time.monotonic() + 3.0
+    while len(found) < len(lost) and time.monotonic() < quiet_until:
+        for tp, records in reader.poll(timeout_ms=200).items():
+            quiet_until = time.monotonic() + 3.0
+            for r in records:
+                uid = r.key.decode("utf-8", "replace") if r.key else ""
+                if uid in lost:
+                    found[uid] = (tp.partition, r.offset)
+    reader.close()
+    group = make_consumer(k)  # not subscribed: only asks the coordinator
+    try:
+        committed = {p: group.committed(TopicPartition(k.input_topic, p))
+                     for p in {p for p, _ in found.values()}}
+    finally:
+        group.close(autocommit=False)
+    return [f"{uid} partition={found[uid][0]} offset={found[uid][1]} "
+            f"committed={committed.get(found[uid][0])}" if uid in found
+            else f"{uid} not found in {k.input_topic}" for uid in sorted(lost)]

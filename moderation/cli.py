@@ -198,6 +198,8 @@ def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
     print(f"replays suppressed by the decision ledger  {report.replays_suppressed}")
     print(f"lost             {len(report.lost)}" + (f"  ({', '.join(report.lost[:10])}...)"
                                                     if report.lost else ""))
+    for line in report.lost_detail:
+        print(f"  lost: {line}")
     print(report.summary())
     return 1 if report.lost else 0
 

@@ -10,6 +10,8 @@ from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSett
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parent.parent
+_REBALANCE_WORDS = ("partitions assigned", "partitions revoked", "partitions lost",
+                    "committed offset", "consuming topic")
 
 
 def test_no_upload_is_lost_when_workers_are_killed(
@@ -20,7 +22,12 @@ def test_no_upload_is_lost_when_workers_are_killed(
     lines: list[str] = []
     report = run_chaos(settings, tmp_path, sorted((REPO / "samples").glob("*.*")),
                        REPO / "policies", uploads=2000, kills=5, say=lines.append)
-    print("\n".join([*lines, report.summary()]))  # the duplicate count, for the record
+    # the duplicate count for the record, and where any lost upload sat
+    print("\n".join([*lines, *report.lost_detail, report.summary()]))
+    if report.lost:  # the rebalance story, to read with lost_detail
+        for log_file in sorted(tmp_path.glob("chaos-worker-*.log")):
+            print(log_file.name, *(line for line in log_file.read_text().splitlines()
+                                   if any(w in line for w in _REBALANCE_WORDS)), sep="\n  ")
     assert len(report.kills) == 5
     assert report.lost == []
     assert report.dead_letters == 0  # every sample is a good image
