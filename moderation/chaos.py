@@ -167,7 +167,7 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
     report.lost = [i for i in ids if i not in outcomes.decisions and i not in outcomes.dead]
     report.duplicates = report.decisions + report.dead_letters - (uploads - len(report.lost))
     if report.lost:
-        report.lost_detail = _locate(settings, set(report.lost))
+        report.lost_detail = locate_lost(settings, set(report.lost))
     marker = f"already decided upload_id=chaos-{run}-"
     report.replays_suppressed = sum(
         log_file.read_text(errors="replace").count(marker)
@@ -175,7 +175,7 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
     return report
 
 
-def _locate(settings: Settings, lost: set[str]) -> list[str]:
+def locate_lost(settings: Settings, lost: set[str]) -> list[str]:
     """``upload_id partition=P offset=O committed=C`` for each lost upload."""
     from kafka import TopicPartition
 
