@@ -110,7 +110,7 @@ class _Outcomes:
 
 
 def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies_dir: Path,
-              uploads: int = 2000, kills: int = 5, workers: int = 2,
+              uploads: int = 2000, kills: int = 10, workers: int = 2,
               rate_per_s: float = 50.0, seed: int = 0, stall_s: float = 120.0,
               say: Callable[[str], None] = print) -> ChaosReport:
     run = uuid.uuid4().hex[:8]

@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chaos", help="kill -9 workers while uploads flow; count lost and "
                        "duplicate decisions")
     c.add_argument("--uploads", type=int, default=2000)
-    c.add_argument("--kills", type=int, default=5)
+    c.add_argument("--kills", type=int, default=10)
     c.add_argument("--workers", type=int, default=2)
     c.add_argument("--rate", type=float, default=50.0, help="uploads per second produced")
     c.add_argument("--seed", type=int, default=0)
