@@ -14,7 +14,6 @@ measured in one run, on one machine, on a freshly started embedded stack.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -34,14 +33,13 @@ from numpy.typing import NDArray
 
 from moderation import devstack, proc_stats
 from moderation.bench_images import encoded_uploads
-from moderation.chaos import worker_env
 from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSettings
+from moderation.encoders import TritonEncoder
 from moderation.images import decode_image, preprocess
-from moderation.kafka_io import ensure_topics, read_from_start
+from moderation.kafka_io import ensure_topics, poll_keyed, read_from_start, scoped_topics
 from moderation.models.bundle import read_manifest, resolve_bundle_dir
 from moderation.policy import load_policy_dir
 from moderation.produce import produce_events
-from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 
 log = logging.getLogger(__name__)
@@ -181,12 +179,11 @@ class DecisionClock:
 
     def _follow(self) -> None:
         while not self._stop.is_set():
-            polled = self.consumer.poll(timeout_ms=50)
+            polled = poll_keyed(self.consumer, 50)
             now = time.time()
             with self._changed:
-                for records in polled.values():
-                    for r in records:
-                        self.arrived.setdefault(r.key.decode() if r.key else "", now)
+                for uid, _ in polled:
+                    self.arrived.setdefault(uid, now)
                 self._changed.notify_all()
 
     def wait_for(self, ids: set[str], timeout_s: float) -> None:
@@ -209,18 +206,15 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: int,
                      say: Say) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    k = stack.settings.kafka.model_copy(update={
-        "input_topic": f"bench-{run}-uploads", "decision_topic": f"bench-{run}-decisions",
-        "dead_letter_topic": f"bench-{run}-dlq", "group_id": f"bench-{run}"})
+    k = scoped_topics(stack.settings.kafka, f"bench-{run}")
     settings = stack.settings.model_copy(update={"kafka": k})
     ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-    env = worker_env(settings)
+    env = devstack.worker_env(settings)
     procs = [devstack.start_worker(stack.state, env, name=f"bench-worker-{i}")
              for i in range(workers)]
     try:
         for proc, port in procs:
-            devstack.wait_until(functools.partial(_assigned, port), proc, 60,
-                                "assigned partitions")
+            devstack.wait_for_partitions(proc, port, 60)
         clock = DecisionClock(settings)
         # warm-up: the first batches pay one-off costs (connections, allocator)
         warm_ids = [f"warm-{run}-{i}" for i in range(16)]
@@ -255,12 +249,6 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
             "peak_rss_mib": rss}
 
 
-def _assigned(port: int) -> bool:
-    from moderation.demo import metric_value
-
-    return (metric_value(port, "moderation_assigned_partitions") or 0) > 0
-
-
 def _cpu(stack: Stack, workers: Sequence[tuple[devstack.ManagedProcess, int]] = ()
          ) -> dict[str, float]:
     out = {"triton": sum(proc_stats.cpu_seconds(p)
@@ -285,16 +273,14 @@ def measure_naive(stack: Stack, images: list[bytes], uploads: int) -> dict[str, 
     from moderation.events import parse_upload
 
     run = uuid.uuid4().hex[:6]
-    k = stack.settings.kafka.model_copy(update={
-        "input_topic": f"naive-{run}-uploads", "decision_topic": f"naive-{run}-decisions",
-        "group_id": f"naive-{run}"})
+    k = scoped_topics(stack.settings.kafka, f"naive-{run}")
     settings = stack.settings.model_copy(update={"kafka": k})
     ensure_topics(k, [k.input_topic, k.decision_topic])
     ids = [f"naive-{run}-{i}" for i in range(uploads)]
     produce_events(settings.kafka, images, ids)
     stored = RedisPolicyStore.from_settings(settings.redis).load()
     matrix = stored.matrix()
-    encoder = triton_encoder(settings)
+    encoder = TritonEncoder.from_settings(settings.triton)
     consumer = KafkaConsumer(k.input_topic, **k.client_options(), group_id=k.group_id,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=6000, max_partition_fetch_bytes=16_000_000)
@@ -375,7 +361,8 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
     pixels = np.stack([preprocess(decode_image(b), spec) for b in images[:32]])
     stack = start_stack(cfg, state, bundle)
     try:
-        apply_policies(load_policy_dir(cfg.policies_dir), triton_encoder(stack.settings),
+        apply_policies(load_policy_dir(cfg.policies_dir),
+                       TritonEncoder.from_settings(stack.settings.triton),
                        RedisPolicyStore.from_settings(stack.settings.redis))
         raw = {}
         for b in (1, 8, 32):

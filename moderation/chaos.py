@@ -21,28 +21,11 @@ from pathlib import Path
 
 from moderation import devstack
 from moderation.config import Settings
-from moderation.kafka_io import read_from_start
+from moderation.kafka_io import committed_offsets, poll_keyed, read_from_start, scoped_topics
 from moderation.produce import produce_events
 from moderation.provision import provision
 
 log = logging.getLogger(__name__)
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The MODERATION_* variables that point a worker process at these settings."""
-    k, r, t = settings.kafka, settings.redis, settings.triton
-    env = {
-        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": k.bootstrap_servers,
-        "MODERATION_KAFKA__INPUT_TOPIC": k.input_topic,
-        "MODERATION_KAFKA__DECISION_TOPIC": k.decision_topic,
-        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
-        "MODERATION_KAFKA__GROUP_ID": k.group_id,
-        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
-        "MODERATION_REDIS__URL": r.url,
-        "MODERATION_REDIS__KEY_PREFIX": r.key_prefix,
-        "MODERATION_TRITON__URL": t.url,
-    }
-    return env
 
 
 @dataclass
@@ -90,12 +73,10 @@ class _Outcomes:
 
     def poll(self, timeout_ms: int = 200) -> int:
         n = 0
-        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
-            for r in records:
-                uid = r.key.decode("utf-8", "replace") if r.key else ""
-                if uid in self.ids:
-                    (self.decisions if tp.topic == self.decision_topic else self.dead)[uid] += 1
-                    n += 1
+        for uid, r in poll_keyed(self.consumer, timeout_ms):
+            if uid in self.ids:
+                (self.decisions if r.topic == self.decision_topic else self.dead)[uid] += 1
+                n += 1
         return n
 
     def settled(self) -> int:
@@ -114,13 +95,11 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
               rate_per_s: float = 50.0, seed: int = 0, stall_s: float = 120.0,
               say: Callable[[str], None] = print) -> ChaosReport:
     run = uuid.uuid4().hex[:8]
-    k = settings.kafka.model_copy(update={
-        "input_topic": f"chaos-{run}-uploads", "decision_topic": f"chaos-{run}-decisions",
-        "dead_letter_topic": f"chaos-{run}-dlq", "group_id": f"chaos-{run}",
-        "session_timeout_ms": 6000})
+    k = scoped_topics(settings.kafka, f"chaos-{run}").model_copy(
+        update={"session_timeout_ms": 6000})
     settings = settings.model_copy(update={"kafka": k})
     version = provision(settings, policies_dir)
-    env = worker_env(settings)
+    env = devstack.worker_env(settings)
     rng = random.Random(seed)
     ids = [f"chaos-{run}-{i:05d}" for i in range(uploads)]
     report = ChaosReport(uploads)
@@ -177,28 +156,17 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
 
 def locate_lost(settings: Settings, lost: set[str]) -> list[str]:
     """``upload_id partition=P offset=O committed=C`` for each lost upload."""
-    from kafka import TopicPartition
-
-    from moderation.kafka_io import make_consumer
-
     k = settings.kafka
     reader = read_from_start(k, [k.input_topic])
     found: dict[str, tuple[int, int]] = {}
     quiet_until = time.monotonic() + 3.0
     while len(found) < len(lost) and time.monotonic() < quiet_until:
-        for tp, records in reader.poll(timeout_ms=200).items():
+        polled = poll_keyed(reader, 200)
+        if polled:
             quiet_until = time.monotonic() + 3.0
-            for r in records:
-                uid = r.key.decode("utf-8", "replace") if r.key else ""
-                if uid in lost:
-                    found[uid] = (tp.partition, r.offset)
+        found.update((uid, (r.partition, r.offset)) for uid, r in polled if uid in lost)
     reader.close()
-    group = make_consumer(k)  # not subscribed: only asks the coordinator
-    try:
-        committed = {p: group.committed(TopicPartition(k.input_topic, p))
-                     for p in {p for p, _ in found.values()}}
-    finally:
-        group.close(autocommit=False)
+    committed = committed_offsets(k, {p for p, _ in found.values()})
     return [f"{uid} partition={found[uid][0]} offset={found[uid][1]} "
             f"committed={committed.get(found[uid][0])}" if uid in found
             else f"{uid} not found in {k.input_topic}" for uid in sorted(lost)]

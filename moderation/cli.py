@@ -24,8 +24,7 @@ def _encoder(settings: Settings, local: bool, bundle: str | None) -> Encoder:
         return LocalEncoder(load_bundle(bundle or settings.model.bundle), settings.images.limits())
     from moderation.encoders import TritonEncoder
 
-    t = settings.triton
-    return TritonEncoder(t.url, t.image_model, t.text_model, t.timeout_s, t.batch_size)
+    return TritonEncoder.from_settings(settings.triton)
 
 
 def cmd_moderate(args: argparse.Namespace, settings: Settings) -> int:

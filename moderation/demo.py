@@ -20,7 +20,7 @@ from typing import Any
 
 from moderation import devstack, stack
 from moderation.config import Settings
-from moderation.kafka_io import read_from_start
+from moderation.kafka_io import poll_keyed, read_from_start
 from moderation.models.eval_labels import policies_of
 from moderation.produce import produce_files
 from moderation.provision import provision
@@ -68,47 +68,19 @@ def follow_results(settings: Settings, ids: dict[str, str], timeout_s: float,
     deadline = time.monotonic() + timeout_s
     try:
         while len(outcomes) < len(ids) and time.monotonic() < deadline:
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                for r in records:
-                    uid = r.key.decode("utf-8", "replace") if r.key else ""
-                    if uid not in ids or uid in outcomes:
-                        continue
-                    if tp.topic == k.decision_topic:
-                        outcomes[uid] = Outcome(uid, ids[uid], decision=json.loads(r.value))
-                    else:
-                        reason = dict(r.headers or []).get("error-type", b"?").decode()
-                        outcomes[uid] = Outcome(uid, ids[uid], dead_letter=reason)
-                    bar.update(1)
+            for uid, r in poll_keyed(consumer, 200):
+                if uid not in ids or uid in outcomes:
+                    continue
+                if r.topic == k.decision_topic:
+                    outcomes[uid] = Outcome(uid, ids[uid], decision=json.loads(r.value))
+                else:
+                    reason = dict(r.headers or []).get("error-type", b"?").decode()
+                    outcomes[uid] = Outcome(uid, ids[uid], dead_letter=reason)
+                bar.update(1)
     finally:
         bar.close()
         consumer.close()
     return outcomes
-
-
-def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """One sample from a worker's /metrics (None if it is not exported or not reachable)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in (labels or {}).items()):
-                return float(sample.value)
-    return None
-
-
-def wait_for_partitions(worker: devstack.ManagedProcess, port: int, timeout_s: float) -> None:
-    """Until the worker has joined its group (so latencies measure moderation, not the join)."""
-    devstack.wait_until(
-        lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0, worker,
-        timeout_s, "assigned partitions")
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -164,7 +136,7 @@ def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
         worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
         print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "
               f"log {worker.log_path}", file=sys.stderr)
-        wait_for_partitions(worker, port, 120.0)
+        devstack.wait_for_partitions(worker, port, 120.0)
         prefix = f"demo-{uuid.uuid4().hex[:8]}-"
         produced = produce_files(k, samples, id_prefix=prefix)
         ids = {p.upload_id: p.path.stem for p in produced}

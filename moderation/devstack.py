@@ -22,8 +22,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moderation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from moderation.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +292,22 @@ def start_redis(state_dir: Path, port: int | None = None,
 # --- the worker itself, as a process (demo, end-to-end and crash tests) -------------------
 
 
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The MODERATION_* variables that point a worker process at these settings."""
+    k, r, t = settings.kafka, settings.redis, settings.triton
+    return {
+        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": k.bootstrap_servers,
+        "MODERATION_KAFKA__INPUT_TOPIC": k.input_topic,
+        "MODERATION_KAFKA__DECISION_TOPIC": k.decision_topic,
+        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+        "MODERATION_KAFKA__GROUP_ID": k.group_id,
+        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
+        "MODERATION_REDIS__URL": r.url,
+        "MODERATION_REDIS__KEY_PREFIX": r.key_prefix,
+        "MODERATION_TRITON__URL": t.url,
+    }
+
+
 def start_worker(state_dir: Path, env: dict[str, str], name: str = "worker",
                  args: Sequence[str] = (), timeout_s: float = 60.0) -> tuple[ManagedProcess, int]:
     """``moderation worker`` as its own process, waiting until ``/healthz`` answers."""
@@ -299,3 +319,27 @@ def start_worker(state_dir: Path, env: dict[str, str], name: str = "worker",
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), proc, timeout_s,
                "serving /healthz")
     return proc, port
+
+
+def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample from a worker's /metrics (None if it is not exported or not reachable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in (labels or {}).items()):
+                return float(sample.value)
+    return None
+
+
+def wait_for_partitions(worker: ManagedProcess, port: int, timeout_s: float) -> None:
+    """Until the worker has joined its group (so latencies measure moderation, not the join)."""
+    wait_until(
+        lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0, worker,
+        timeout_s, "assigned partitions")

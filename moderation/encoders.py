@@ -7,7 +7,7 @@ and return L2-normalised float32 ``[B, D]`` matrices.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,6 +15,9 @@ from numpy.typing import NDArray
 from moderation.errors import EncoderError, EncoderUnavailable, ImageError
 from moderation.images import DecodeLimits, decode_image
 from moderation.models.bundle import Bundle
+
+if TYPE_CHECKING:
+    from moderation.config import TritonSettings
 
 
 class Encoder(Protocol):
@@ -83,6 +86,11 @@ class TritonEncoder:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ])
         self._name: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: TritonSettings) -> TritonEncoder:
+        return cls(settings.url, settings.image_model, settings.text_model, settings.timeout_s,
+                   settings.batch_size)
 
     @property
     def model_name(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from moderation.config import KafkaSettings
@@ -166,3 +166,31 @@ def read_from_start(settings: KafkaSettings, topics: Sequence[str], **overrides:
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     return consumer
+
+
+def poll_keyed(consumer: Any, timeout_ms: int) -> list[tuple[str, Any]]:
+    """One poll, as (key as text, record) pairs: how the demo, the benchmark, the chaos run
+    and the tests pick out the records of the uploads they sent."""
+    return [(r.key.decode("utf-8", "replace") if r.key else "", r)
+            for records in consumer.poll(timeout_ms=timeout_ms).values() for r in records]
+
+
+def committed_offsets(settings: KafkaSettings, partitions: Iterable[int]
+                      ) -> dict[int, int | None]:
+    """The group's committed offset per partition of the input topic (None: nothing
+    committed). Asks the coordinator only; joins nothing."""
+    from kafka import TopicPartition
+
+    group = make_consumer(settings)
+    try:
+        return {p: group.committed(TopicPartition(settings.input_topic, p)) for p in partitions}
+    finally:
+        group.close(autocommit=False)
+
+
+def scoped_topics(settings: KafkaSettings, prefix: str) -> KafkaSettings:
+    """Settings with their own ``{prefix}-uploads``/``-decisions``/``-dlq`` topics and
+    ``{prefix}`` group, so a run (bench, chaos) shares the broker with nothing else."""
+    return settings.model_copy(update={
+        "input_topic": f"{prefix}-uploads", "decision_topic": f"{prefix}-decisions",
+        "dead_letter_topic": f"{prefix}-dlq", "group_id": prefix})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from moderation.config import Settings
+from moderation.encoders import TritonEncoder
 from moderation.kafka_io import ensure_topics
 from moderation.policy import load_policy_dir
-from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 
 
@@ -16,5 +16,6 @@ def provision(settings: Settings, policies_dir: Path) -> int:
     ``policies_dir`` through Triton's text encoder; returns the new policy version."""
     k = settings.kafka
     ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-    return apply_policies(load_policy_dir(policies_dir), triton_encoder(settings),
+    return apply_policies(load_policy_dir(policies_dir),
+                          TritonEncoder.from_settings(settings.triton),
                           RedisPolicyStore.from_settings(settings.redis))

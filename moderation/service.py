@@ -24,11 +24,6 @@ from moderation.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def triton_encoder(settings: Settings) -> TritonEncoder:
-    t = settings.triton
-    return TritonEncoder(t.url, t.image_model, t.text_model, t.timeout_s, t.batch_size)
-
-
 def model_name_or_none(encoder: Encoder) -> Callable[[], str | None]:
     def probe() -> str | None:
         try:
@@ -44,7 +39,7 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
     """Run one worker until SIGTERM/SIGINT (or idle exit); returns it for its stats."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    encoder = triton_encoder(settings)
+    encoder = TritonEncoder.from_settings(settings.triton)
     store = RedisPolicyStore.from_settings(settings.redis)
     policies = LivePolicies(store, model_name_or_none(encoder), metrics)
     stop_follow = threading.Event()

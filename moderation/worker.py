@@ -99,9 +99,8 @@ class Worker:
         self._epochs: dict[TP, int] = {}
         # partitions this member owns now; the rebalance listener (kafka IO thread) keeps it
         self._owned: set[TP] = set()
-        # owned partitions not yet moved to their committed offset: partition -> assignment
-        self._unpositioned: dict[TP, int] = {}
-        self._assignments = 0
+        # owned partitions not yet moved to their committed offset
+        self._unpositioned: set[TP] = set()
         self._retries: list[Send] = []
         self._stop = threading.Event()
         self._abandon = threading.Event()
@@ -309,9 +308,7 @@ class Worker:
         tps = list(tps)
         with self._lock:
             self._owned.update(tps)
-            self._assignments += 1
-            for tp in tps:
-                self._unpositioned[tp] = self._assignments
+            self._unpositioned.update(tps)
         log.info("partitions assigned: %s", _names(tps))
 
     def _position_assigned(self) -> None:
@@ -324,9 +321,11 @@ class Worker:
         that way: the tracker's prefix started past them) or behind it. The prefix must
         start exactly where the previous owner's commit ends.
         """
-        with self._lock:
-            todo = dict(self._unpositioned)
-        for tp, assignment in todo.items():
+        if not self._unpositioned:  # every turn of the loop: nothing to do but this check
+            return
+        with self._lock:  # a revocation bumps the epoch: it tells whether tp changed hands
+            todo = {tp: self._epochs.get(tp, 0) for tp in self._unpositioned}
+        for tp, epoch in todo.items():
             try:
                 offset = self.consumer.committed(tp, timeout_ms=2000)
                 if offset is None:
@@ -338,8 +337,8 @@ class Worker:
                             "%s", tp.topic, tp.partition, exc)
                 continue
             with self._lock:
-                if self._unpositioned.get(tp) == assignment:  # else assigned again since
-                    del self._unpositioned[tp]
+                if self._epochs.get(tp, 0) == epoch:  # else revoked (and maybe back) since
+                    self._unpositioned.discard(tp)
             log.info("starting at the committed offset topic=%s partition=%d offset=%s",
                      tp.topic, tp.partition, "earliest" if offset is None else offset)
 
@@ -358,7 +357,7 @@ class Worker:
         with self._lock:
             self._owned.difference_update(tps)
             for tp in tps:
-                self._unpositioned.pop(tp, None)
+                self._unpositioned.discard(tp)
                 offset = self._tracker.revoke(tp)
                 if offset is not None:
                     offsets[tp] = OffsetAndMetadata(offset, "", -1)

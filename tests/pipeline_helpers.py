@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from moderation.config import Settings
-from moderation.kafka_io import read_from_start
+from moderation.kafka_io import poll_keyed, read_from_start
 
 
 def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]
@@ -37,15 +37,13 @@ def read_outcomes(settings: Settings, keys: set[str], timeout_s: float = 120.0
     out: dict[str, list[tuple[str, Any]]] = {}
     deadline = time.monotonic() + timeout_s
     while not keys <= out.keys() and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=500).items():
-            for r in records:
-                key = r.key.decode() if r.key else ""
-                if key not in keys:
-                    continue
-                if tp.topic == k.decision_topic:
-                    out.setdefault(key, []).append(("decision", json.loads(r.value)))
-                else:
-                    out.setdefault(key, []).append(("dlq", dict(r.headers)))
+        for key, r in poll_keyed(consumer, 500):
+            if key not in keys:
+                continue
+            if r.topic == k.decision_topic:
+                out.setdefault(key, []).append(("decision", json.loads(r.value)))
+            else:
+                out.setdefault(key, []).append(("dlq", dict(r.headers)))
     consumer.close()
     return out
 
@@ -70,15 +68,3 @@ def produce_tracked(settings: Settings, items: list[tuple[str, bytes]]
         out[key] = (meta.partition, meta.offset)
     producer.close()
     return out
-
-
-def committed_offsets(settings: Settings, partitions: int = 4) -> dict[int, int | None]:
-    """The worker group's committed offset per input partition."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    k = settings.kafka
-    group = KafkaConsumer(**k.client_options(), group_id=k.group_id, enable_auto_commit=False)
-    try:
-        return {p: group.committed(TopicPartition(k.input_topic, p)) for p in range(partitions)}
-    finally:
-        group.close()

@@ -15,19 +15,19 @@ import pytest
 
 from moderation.cli import main
 from moderation.config import Settings
-from moderation.demo import metric_value
 from moderation.devstack import (
     ManagedProcess,
     TritonPorts,
+    metric_value,
     start_redis,
     start_tansu,
     start_triton,
     start_worker,
-    wait_until,
+    wait_for_partitions,
 )
-from moderation.kafka_io import ensure_topics
+from moderation.kafka_io import committed_offsets, ensure_topics
 from moderation.provision import provision
-from tests.pipeline_helpers import committed_offsets, event, produce_tracked, read_outcomes
+from tests.pipeline_helpers import event, produce_tracked, read_outcomes
 from tests.tcp_proxy import DelayProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -94,8 +94,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     rig = Rig(tmp, env, settings, worker, port, tansu, kafka_port, redis, redis_port, triton,
               triton_ports, proxy, version)
     try:
-        wait_until(lambda: rig.metric("moderation_assigned_partitions") > 0, worker, 60,
-                   "assigned partitions")
+        wait_for_partitions(worker, port, 60)
         yield rig
     finally:
         rig.worker.stop()
@@ -120,7 +119,7 @@ def wait_for(check: object, timeout_s: float, what: str) -> None:
 
 def assert_commits_cover_only_settled(rig: Rig, placed: dict[str, tuple[int, int]],
                                       settled: set[str]) -> None:
-    committed = committed_offsets(rig.settings)
+    committed = committed_offsets(rig.settings.kafka, range(4))
     for uid, (partition, offset) in placed.items():
         if committed.get(partition) is not None and offset < (committed[partition] or 0):
             assert uid in settled, f"{uid} committed (partition {partition}) but undecided"

@@ -13,11 +13,16 @@ from pathlib import Path
 import pytest
 
 from moderation.config import Settings
-from moderation.demo import metric_value
-from moderation.devstack import ManagedProcess, http_ok, start_worker, wait_until
+from moderation.devstack import (
+    ManagedProcess,
+    http_ok,
+    metric_value,
+    start_worker,
+    wait_for_partitions,
+)
+from moderation.encoders import TritonEncoder
 from moderation.policy import Policy, PolicySet, load_policy_dir
 from moderation.provision import provision
-from moderation.service import triton_encoder
 from moderation.store import RedisPolicyStore, apply_policies
 from tests import hostile_corpus as hc
 from tests.pipeline_helpers import event, produce, read_outcomes
@@ -64,8 +69,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
     store = RedisPolicyStore.from_settings(settings.redis)
     worker, port = start_worker(tmp_path_factory.mktemp("worker"), env)
     try:
-        wait_until(lambda: (metric_value(port, "moderation_assigned_partitions") or 0) > 0,
-                   worker, 60, "assigned partitions")
+        wait_for_partitions(worker, port, 60)
         yield Pipeline(env, settings, worker, port, store)
     finally:
         worker.stop()  # SIGTERM: drain, commit, leave the group
@@ -146,7 +150,8 @@ def test_policy_changes_reach_the_running_worker_within_two_seconds(
     base = load_policy_dir(REPO / "policies")
     dogs = Policy(name="dogs", threshold=0.3, prompts=("a dog", "a photo of a dog"))
     with_dogs = PolicySet(policies=(*base.policies, dogs))
-    version = apply_policies(with_dogs, triton_encoder(pipeline.settings), pipeline.store)
+    version = apply_policies(with_dogs, TritonEncoder.from_settings(pipeline.settings.triton),
+                             pipeline.store)
     applied = time.monotonic()
     while metric_value(pipeline.port, "moderation_policy_version") != version:
         assert time.monotonic() - applied < 2.0, "worker did not switch within 2 s"
