@@ -113,8 +113,14 @@ def _guarded(fn: Callable[[], _T]) -> _T:
         raise ImageError("too_many_pixels", f"image too large to decode: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("undecodable_image", f"not a decodable image: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError("corrupt_image", f"corrupt or truncated image: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's plugins raise an open set on crafted files past the header (OSError,
+        # ValueError, EOFError, but also TypeError, KeyError, struct.error...); anything
+        # that escaped here would stop the worker on every redelivery of the upload
+        raise ImageError("corrupt_image", f"corrupt or truncated image: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -74,6 +74,22 @@ def _flip_middle(data: bytes, n: int = 64) -> bytes:
     return data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + n]) + data[mid + n:]
 
 
+def tiff_second_frame_without_width() -> bytes:
+    """A valid first frame; the second IFD's ImageWidth tag renamed. Pillow raises a
+    TypeError (not an OSError) when counting frames: found by the decoder fuzz test."""
+    img = photo((32, 24))
+    data = bytearray(encode(img, "TIFF", save_all=True, append_images=[img]))
+    first = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first:first + 2])[0]
+    end = first + 2 + 12 * entries
+    second = struct.unpack("<I", data[end:end + 4])[0]
+    for i in range(struct.unpack("<H", data[second:second + 2])[0]):
+        pos = second + 2 + 12 * i
+        if struct.unpack("<H", data[pos:pos + 2])[0] == 256:  # ImageWidth
+            data[pos:pos + 2] = struct.pack("<H", 0x9999)
+    return bytes(data)
+
+
 def exif_rotated_jpeg() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 CW to display
@@ -105,6 +121,8 @@ def build() -> list[Case]:
         image_case("corrupt-png-data", _flip_middle(png), "corrupt_image"),
         image_case("corrupt-jpeg-data", _flip_middle(jpeg), "corrupt_image"),
         image_case("header-only-jpeg", jpeg[:4], "undecodable_image"),
+        image_case("tiff-frame-without-width", tiff_second_frame_without_width(),
+                   "corrupt_image"),
         # bombs: tiny on the wire, huge when decoded
         image_case("png-bomb", png_bomb(), "too_many_pixels"),
         image_case("gif-2000-frames", many_frame_gif(), "too_many_frames"),
