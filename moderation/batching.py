@@ -51,7 +51,10 @@ def started_at(upload: Upload, kafka_timestamp_ms: int | None) -> datetime:
     if upload.created_at is not None:
         return upload.created_at
     if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
-        return datetime.fromtimestamp(kafka_timestamp_ms / 1000, UTC)
+        try:  # the producer sets it: any 64-bit number can arrive
+            return datetime.fromtimestamp(kafka_timestamp_ms / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
     return datetime.now(UTC)
 
 

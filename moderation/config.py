@@ -95,6 +95,16 @@ class WorkerSettings(_Section):
     retry_max_s: float = Field(10.0, gt=0, description="longest backoff while Triton is down")
     drain_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, how long in-flight "
                                    "work may finish before it is abandoned uncommitted")
+    max_attempts: int = Field(3, gt=0, description="times work on one record may start without "
+                              "finishing (its worker died, or Triton failed on it alone) before "
+                              "it is dead-lettered as poison_record")
+    attempts_ttl_s: int = Field(7 * 86_400, gt=0, description="how long those attempt counts "
+                                "are kept in Redis")
+
+
+class FaultSettings(_Section):
+    enabled: bool = Field(False, description="tests only: images carrying a fault marker kill "
+                          "or hang the process handling them (see moderation/faults.py)")
 
 
 class ImageSettings(_Section):
@@ -149,3 +159,4 @@ class Settings(BaseSettings):
     fetch: FetchSettings = FetchSettings()
     policies: PolicySettings = PolicySettings()
     dev: DevSettings = DevSettings()
+    faults: FaultSettings = FaultSettings()

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, Literal
 
 import pydantic_core
@@ -26,6 +27,12 @@ from moderation.scoring import Verdict
 UPLOAD_ID_HEADER = "upload-id"
 MAX_UPLOAD_ID = 256
 _UPLOAD_ID = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces or controls
+
+# deepest nesting of arrays and objects accepted in a JSON event (the event object is level
+# 1, so metadata may nest 31 levels); deeper events are invalid_json, never a RecursionError
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: linear on long strings
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -96,6 +103,24 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
     return "wrong_type", f"field '{field}': {err['msg']}"
 
 
+def json_depth(value: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings ignored)."""
+    brackets = _JSON_STRING.sub(b'""', value).translate(None, _NOT_BRACKET)
+    return max(accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
+
+
+def _load_json(value: bytes) -> Any:
+    # counting brackets first is cheap: a base64 image has none
+    if value.count(b"[") + value.count(b"{") > MAX_JSON_DEPTH \
+            and (depth := json_depth(value)) > MAX_JSON_DEPTH:
+        raise InputError("invalid_json", f"JSON nests {depth} levels deep, limit "
+                         f"{MAX_JSON_DEPTH}")
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad syntax, UTF-8, huge ints
+        raise InputError("invalid_json", f"value is not valid JSON: {exc}") from exc
+
+
 def parse_upload(value: bytes | None, headers: Headers = (), max_bytes: int = 30_000_000
                  ) -> Upload:
     """Parse one Kafka record into an ``Upload`` or raise ``InputError``."""
@@ -114,10 +139,7 @@ def parse_upload(value: bytes | None, headers: Headers = (), max_bytes: int = 30
             raise InputError("invalid_upload_id", "header 'upload-id' is not UTF-8") from exc
         return Upload(upload_id=_check_upload_id(upload_id), image=value, image_url=None,
                       created_at=None)
-    try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError("invalid_json", f"value is not valid JSON: {exc}") from exc
+    doc = _load_json(value)
     if not isinstance(doc, dict):
         raise InputError("invalid_json", "value must be a JSON object")
     if isinstance(doc.get("created_at"), str):

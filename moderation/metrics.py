@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "moderation"
 STAGES = ("validate", "infer", "score", "publish")
+INTERNAL_STAGES = ("parse", "fetch", "validate", "infer", "score", "publish")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -63,6 +64,19 @@ class Metrics:
         self.dedupe_errors = Counter(
             f"{p}_dedupe_errors_total", "Decision-ledger (Redis) calls that failed; uploads "
             "were decided again", registry=registry)
+        self.internal_errors = Counter(
+            f"{p}_internal_errors_total", "Uploads dead-lettered as internal_error (an "
+            "unexpected exception while handling that one upload), by stage", ["stage"],
+            registry=registry)
+        self.isolated = Counter(
+            f"{p}_isolated_uploads_total", "Uploads processed alone because an earlier attempt "
+            "did not finish (worker died, batch failed), by cause", ["cause"], registry=registry)
+        self.attempt_errors = Counter(
+            f"{p}_attempt_counter_errors_total", "Attempt-counter (Redis) calls that failed; "
+            "the poison-record guard was skipped for them", registry=registry)
+        self.poll_errors = Counter(
+            f"{p}_poll_errors_total", "Consumer polls that raised; the worker backs off and "
+            "polls again", registry=registry)
         self.commits = Counter(
             f"{p}_offset_commits_total", "Offset commits, by result (ok, error)", ["result"],
             registry=registry)
@@ -75,5 +89,9 @@ class Metrics:
             self.messages.labels(outcome)
         for decision in ("allow", "flag"):
             self.decisions.labels(decision)
+        for stage in INTERNAL_STAGES:
+            self.internal_errors.labels(stage)
+        for cause in ("unfinished_attempt", "failed_batch"):
+            self.isolated.labels(cause)
         for kind in ("unavailable", "rejected", "other"):
             self.triton_errors.labels(kind)

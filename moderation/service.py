@@ -10,6 +10,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
+from moderation.attempts import RedisAttemptCounter
 from moderation.config import Settings
 from moderation.dedupe import RedisDecisionLedger
 from moderation.encoders import Encoder, TritonEncoder
@@ -48,8 +49,10 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
     publisher = KafkaPublisher(settings.kafka)
     ledger = (RedisDecisionLedger.from_settings(settings.redis, settings.dedupe.ttl_s)
               if settings.dedupe.enabled else None)
+    attempts = RedisAttemptCounter.from_settings(settings.redis, settings.kafka.group_id,
+                                                 settings.worker.attempts_ttl_s)
     worker = Worker(settings, make_consumer(settings.kafka), publisher, encoder, policies,
-                    metrics, ledger)
+                    metrics, ledger, attempts)
     http = HealthServer(settings.worker.http_host, settings.worker.http_port, registry,
                         worker.readiness, worker.live).start()
     if handle_signals:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from moderation import faults
 from moderation.errors import ImageError
 from moderation.images import DecodeLimits, decode_image
 from moderation.models.bundle import Bundle, load_bundle, read_manifest, resolve_bundle_dir
@@ -93,12 +94,18 @@ def limits_from_env() -> DecodeLimits:
     )
 
 
+def faults_enabled() -> bool:
+    """Fault injection for the poison-record tests (never in production)."""
+    return faults.enabled_from_env()
+
+
 def _as_bytes(item: object) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode()
 
 
 def embed_image_requests(
-    bundle: Bundle, batches: Sequence[NDArray[Any]], limits: DecodeLimits
+    bundle: Bundle, batches: Sequence[NDArray[Any]], limits: DecodeLimits,
+    inject_faults: bool = False,
 ) -> list[NDArray[Any] | ImageError]:
     """One embedding matrix per request, or the error that fails that request alone.
 
@@ -110,7 +117,11 @@ def embed_image_requests(
     for batch in batches:
         try:
             size = bundle.preprocess_spec.size
-            imgs = [decode_image(_as_bytes(x), limits, size) for x in batch.reshape(-1)]
+            items = [_as_bytes(x) for x in batch.reshape(-1)]
+            if inject_faults:  # tests only (MODERATION_FAULTS__ENABLED)
+                for item in items:
+                    faults.inject(item, "stub")
+            imgs = [decode_image(item, limits, size) for item in items]
         except ImageError as exc:
             results.append(exc)
             continue

@@ -12,9 +12,11 @@ only when every message up to it has a broker-acknowledged decision or dead lett
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from moderation import faults
+from moderation.attempts import AttemptCounter, Coordinates
 from moderation.batching import Batcher, decide, started_at
 from moderation.config import Settings
 from moderation.dedupe import DecisionLedger, ledger_key
@@ -44,6 +48,19 @@ log = logging.getLogger(__name__)
 TP = Any  # kafka.TopicPartition: a (topic, partition) named tuple
 
 
+def _canary_image() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# a known-good image: when it embeds, Triton is healthy, so a failure just before or after
+# it was about the uploads sent, not an outage
+CANARY = _canary_image()
+
+
 @dataclass(frozen=True)
 class Job:
     """One parsed upload waiting for its decision."""
@@ -54,6 +71,10 @@ class Job:
     upload: Upload
     started: datetime
     image: bytes | None  # the upload's bytes, or fetched from its image_url
+
+    @property
+    def coordinates(self) -> Coordinates:
+        return (self.record.topic, self.record.partition, self.record.offset)
 
 
 @dataclass(frozen=True)
@@ -76,9 +97,20 @@ class Send:
 class Worker:
     def __init__(self, settings: Settings, consumer: Any, publisher: Publisher,
                  encoder: Encoder, policies: LivePolicies, metrics: Metrics,
-                 ledger: DecisionLedger | None = None) -> None:
+                 ledger: DecisionLedger | None = None,
+                 attempts: AttemptCounter | None = None) -> None:
         self.settings = settings
         self.ledger = ledger
+        self.attempts = attempts  # None: no poison-record guard (unit tests)
+        self._to_forget: list[Coordinates] = []
+        # uploads to process alone, one at a time with nothing else in flight: an earlier
+        # attempt did not finish, so any of them may be what kills a process
+        self._alone: deque[Job] = deque()
+        self._alone_running = False
+        self._triton_ok_at = 0.0  # last time an embed succeeded (0: unknown)
+        self._attempts_ok = True
+        self._faults = settings.faults.enabled
+        self._poll_failing = False
         self._to_record: list[str] = []
         self._ledger_ok = True
         self.consumer = consumer  # kafka-python KafkaConsumer (untyped); main thread only
@@ -145,12 +177,13 @@ class Worker:
                 self._position_assigned()
                 self._flow_control()
                 room = self.settings.worker.max_in_flight - self.in_flight()
-                polled: Mapping[TP, list[Record]] = self.consumer.poll(
-                    timeout_ms=100, max_records=max(1, room))  # in-flight stays bounded
+                polled = self._poll(room)
                 now = time.monotonic()
+                prior = self._prior_attempts(polled)
                 for tp, records in polled.items():
                     for record in records:
-                        self._accept(tp, record, now)
+                        self._accept(tp, record, now, prior.get(
+                            (record.topic, record.partition, record.offset), 0))
                 if polled or self.in_flight() or not self._assigned_any():
                     last_work = now  # idle means: owning partitions and nothing to do
                 self._submit_ready(now)
@@ -166,9 +199,27 @@ class Worker:
         if self._fatal is not None:
             raise self._fatal
 
+    def _poll(self, room: int) -> Mapping[TP, list[Record]]:
+        """One poll; an exception pauses the loop briefly instead of stopping the worker."""
+        try:
+            polled: Mapping[TP, list[Record]] = self.consumer.poll(
+                timeout_ms=100, max_records=max(1, room))  # in-flight stays bounded
+        except Exception as exc:
+            self.metrics.poll_errors.inc()
+            if not self._poll_failing:
+                log.warning("poll failed (retrying; nothing is skipped): %s: %s",
+                            type(exc).__name__, exc)
+            self._poll_failing = True
+            self._abandon.wait(0.5)
+            return {}
+        if self._poll_failing:
+            log.info("polling again")
+            self._poll_failing = False
+        return polled
+
     def _shutdown(self) -> None:
         w = self.settings.worker
-        abandoned = len(self._batcher)
+        abandoned = len(self._batcher) + len(self._alone)
         log.info("stopping: in_flight=%d (unsubmitted %d abandoned uncommitted)",
                  self.in_flight(), abandoned)
         deadline = time.monotonic() + w.drain_timeout_s
@@ -223,7 +274,7 @@ class Worker:
 
     # --- main thread: accept, batch, commit ----------------------------------------------
 
-    def _accept(self, tp: TP, record: Record, now: float) -> None:
+    def _accept(self, tp: TP, record: Record, now: float, prior_attempts: int = 0) -> None:
         with self._lock:
             if tp not in self._owned or tp in self._unpositioned:
                 # fetched around a rebalance that ran while poll() was returning. Revoked:
@@ -233,23 +284,73 @@ class Worker:
                 return
             self._tracker.track(tp, record.offset)  # a redelivery is decided again, never skipped
             epoch = self._epochs.setdefault(tp, 0)
+        limit = self.settings.worker.max_attempts
+        if prior_attempts >= limit:  # decided nothing, but killed a process each time
+            self._dead_letter(tp, epoch, record, "poison_record", _poison_message(
+                prior_attempts, limit))
+            return
         try:
             upload = parse_upload(record.value, record.headers or [],
                                   self.settings.kafka.max_message_bytes)
+            job = Job(tp, epoch, record, upload, started_at(upload, record.timestamp),
+                      upload.image)
         except InputError as exc:
             self._dead_letter(tp, epoch, record, exc.reason, str(exc))
             return
-        self._batcher.add(Job(tp, epoch, record, upload, started_at(upload, record.timestamp),
-                              upload.image), now)
+        except Exception as exc:  # a bug meeting odd input: that record, not the worker
+            self._internal_error(tp, epoch, record, "parse", exc)
+            return
+        if prior_attempts > 0:
+            log.warning("processing alone: an earlier attempt did not finish topic=%s "
+                        "partition=%d offset=%d upload_id=%s attempts=%d", record.topic,
+                        record.partition, record.offset, upload.upload_id, prior_attempts)
+            self.metrics.isolated.labels("unfinished_attempt").inc()
+            self._alone.append(job)
+        else:
+            self._batcher.add(job, now)
+
+    def _prior_attempts(self, polled: Mapping[TP, list[Record]]) -> dict[Coordinates, int]:
+        """Attempts other processes (or this one, before a restart) started on these records
+        without finishing them. One Redis round trip per poll."""
+        if self.attempts is None or not polled:
+            return {}
+        coords = [(r.topic, r.partition, r.offset) for rs in polled.values() for r in rs]
+        try:
+            counts = self.attempts.counts(coords)
+            self._attempts_up()
+        except StoreError as exc:
+            self._attempts_down(exc)
+            return {}
+        return {c: n for c, n in zip(coords, counts, strict=True) if n}
 
     def _submit_ready(self, now: float) -> None:
+        """Hand batches to the batch threads. An upload to process alone waits until nothing
+        else is in flight and runs by itself, so that if it kills a process (or Triton's
+        stub) no other upload is counted as an attempt with it."""
+        if self._alone_running:
+            return
+        if self._alone:
+            if self._futures:
+                return  # let the batches in flight finish first; start no new ones
+            while self._alone:
+                job = self._alone.popleft()
+                if self._owns(job):
+                    self._alone_running = True
+                    self._start([job], alone=True)
+                    return
         while (batch := self._batcher.take(now)) is not None:
-            with self._lock:  # a revoked partition's jobs belong to its new owner now
-                batch = [j for j in batch if self._epochs.get(j.tp) == j.epoch]
+            batch = [j for j in batch if self._owns(j)]
             if batch:
-                fut = self._executor.submit(self._process, batch)
-                self._futures.add(fut)
-                fut.add_done_callback(self._futures.discard)
+                self._start(batch, alone=False)
+
+    def _owns(self, job: Job) -> bool:
+        with self._lock:  # a revoked partition's jobs belong to its new owner now
+            return self._epochs.get(job.tp) == job.epoch
+
+    def _start(self, jobs: list[Job], alone: bool) -> None:
+        fut = self._executor.submit(self._process, jobs, alone)
+        self._futures.add(fut)
+        fut.add_done_callback(self._futures.discard)
 
     def _assigned_any(self) -> bool:
         return bool(self.consumer.assignment())
@@ -423,6 +524,8 @@ class Worker:
             self.stats[outcome] += 1
             if self._epochs.get(tp) == epoch:  # else revoked: the new owner redoes it
                 self._tracker.ack(tp, offset)
+            if self.attempts is not None:
+                self._to_forget.append((tp.topic, tp.partition, offset))
 
     def _resend_due(self, now: float) -> None:
         with self._lock:
@@ -448,16 +551,64 @@ class Worker:
 
     # --- batch threads ---------------------------------------------------------------------
 
-    def _process(self, jobs: list[Job]) -> None:
+    def _process(self, jobs: list[Job], alone: bool) -> None:
+        """A batch thread: every job ends with a send (decision or dead letter), a settle
+        (already decided), or back in the queue to be processed alone. Nothing an upload
+        contains can stop the worker: an unexpected exception breaks the batch up, and an
+        upload that raises alone is dead-lettered as internal_error."""
+        done: set[Coordinates] = set()
+        stage = ["validate"]  # the stage that raised, for the dead letter and the metric
         try:
-            self._decide(jobs)
-        except BaseException as exc:  # a bug, not bad input: stop so nothing is skipped
-            log.exception("batch of %d failed unexpectedly; stopping the worker uncommitted",
-                          len(jobs))
+            if alone and not self._await_triton():
+                return  # abandoned (shutdown) while Triton was down
+            jobs = self._count_attempts(jobs, done)
+            self._decide(jobs, done, alone, stage)
+        except Exception as exc:
+            rest = [j for j in jobs if j.coordinates not in done]
+            if alone or len(rest) == 1:
+                for job in rest:
+                    self._internal_error(job.tp, job.epoch, job.record, stage[0], exc,
+                                         job.upload.upload_id)
+            elif rest:
+                log.warning("batch of %d failed in %s (%s: %s); processing each upload alone",
+                            len(rest), stage[0], type(exc).__name__, exc)
+                self._process_alone(rest, "failed_batch")
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: not about an upload
+            log.exception("batch of %d stopped by %s; stopping the worker uncommitted",
+                          len(jobs), type(exc).__name__)
             self._fatal = exc
             self._stop.set()
+        finally:
+            if alone:
+                self._alone_running = False
 
-    def _fetch_urls(self, jobs: list[Job]) -> list[Job]:
+    def _process_alone(self, jobs: list[Job], cause: str) -> None:
+        self.metrics.isolated.labels(cause).inc(len(jobs))
+        self._alone.extend(jobs)  # deque: safe to append from this thread
+
+    def _count_attempts(self, jobs: list[Job], done: set[Coordinates]) -> list[Job]:
+        """Count an attempt for each job before any work on it starts; a job past the limit
+        (counted meanwhile by another process) is dead-lettered as poison_record."""
+        if self.attempts is None:
+            return jobs
+        try:
+            counts = self.attempts.start([j.coordinates for j in jobs])
+            self._attempts_up()
+        except StoreError as exc:
+            self._attempts_down(exc)
+            return jobs
+        limit = self.settings.worker.max_attempts
+        for job, n in zip(jobs, counts, strict=True):
+            if n > limit:
+                self._reject(job, done, "poison_record", _poison_message(n - 1, limit))
+        return [j for j in jobs if j.coordinates not in done]
+
+    def _reject(self, job: Job, done: set[Coordinates], error_type: str, message: str) -> None:
+        done.add(job.coordinates)
+        self._dead_letter(job.tp, job.epoch, job.record, error_type, message,
+                          job.upload.upload_id)
+
+    def _fetch_urls(self, jobs: list[Job], done: set[Coordinates]) -> list[Job]:
         """Fetch the ``image_url`` uploads of a batch concurrently; failures dead-letter."""
         to_fetch = [j for j in jobs if j.image is None and j.upload.image_url]
         if not to_fetch:
@@ -468,83 +619,146 @@ class Worker:
         for job in jobs:
             got = results.get(id(job), job.image)
             if isinstance(got, FetchError):
-                self._dead_letter(job.tp, job.epoch, job.record, got.reason, str(got),
-                                  job.upload.upload_id)
+                self._reject(job, done, got.reason, str(got))
+            elif isinstance(got, Exception):
+                done.add(job.coordinates)
+                self._internal_error(job.tp, job.epoch, job.record, "fetch", got,
+                                     job.upload.upload_id)
             else:
                 out.append(replace(job, image=got))
         return out
 
-    def _fetch_one(self, job: Job) -> bytes | FetchError:
+    def _fetch_one(self, job: Job) -> bytes | Exception:
         try:
             return self.fetcher.fetch(job.upload.image_url or "")
-        except FetchError as exc:
+        except Exception as exc:  # FetchError: a reason; anything else: internal_error
             return exc
 
-    def _decide(self, jobs: list[Job]) -> None:
-        m = self.metrics
-        jobs = self._fetch_urls(jobs)
-        t0 = time.perf_counter()
+    def _validate(self, jobs: list[Job], done: set[Coordinates]) -> list[Job]:
         valid = []
         limits = self.settings.images.limits()
         for job in jobs:
             try:
+                if self._faults:
+                    faults.inject(job.image or b"", "worker")
                 inspect_image(job.image or b"", limits)
                 valid.append(job)
             except ImageError as exc:
-                self._dead_letter(job.tp, job.epoch, job.record, exc.reason, str(exc),
-                                  job.upload.upload_id)
+                self._reject(job, done, exc.reason, str(exc))
+            except Exception as exc:
+                done.add(job.coordinates)
+                self._internal_error(job.tp, job.epoch, job.record, "validate", exc,
+                                     job.upload.upload_id)
+        return valid
+
+    def _decide(self, jobs: list[Job], done: set[Coordinates], alone: bool,
+                stage: list[str]) -> None:
+        m = self.metrics
+        stage[0] = "fetch"
+        jobs = self._fetch_urls(jobs, done)
+        stage[0] = "validate"
+        t0 = time.perf_counter()
+        valid = self._validate(jobs, done)
         t1 = time.perf_counter()
         m.stage_seconds.labels("validate").observe(t1 - t0)
         active = self._await_policies()
         if active is None:
             return
-        valid = self._skip_already_decided(valid, active.version)
+        valid = self._skip_already_decided(valid, active.version, done)
         if not valid:
             return
+        stage[0] = "infer"
         t1 = time.perf_counter()
-        embedded = self._embed(valid)
+        embedded = self._embed(valid, done, alone)
         t2 = time.perf_counter()
         m.stage_seconds.labels("infer").observe(t2 - t1)
         if not embedded:
-            return  # abandoned (shutdown) or every image rejected
+            return  # abandoned (shutdown), handed on to be processed alone, or all rejected
         m.batch_size.observe(len(embedded))
+        stage[0] = "score"
         t3 = time.perf_counter()
         decisions = decide([(j.upload, j.started) for j, _ in embedded],
                            np.stack([e for _, e in embedded]), active.matrix, active.version,
                            active.model)
         t4 = time.perf_counter()
         m.stage_seconds.labels("score").observe(t4 - t3)
+        stage[0] = "publish"
         topic = self.settings.kafka.decision_topic
         for (job, _), decision in zip(embedded, decisions, strict=True):
+            try:
+                value = decision.to_bytes()
+            except Exception as exc:
+                done.add(job.coordinates)
+                self._internal_error(job.tp, job.epoch, job.record, "publish", exc,
+                                     job.upload.upload_id)
+                continue
+            done.add(job.coordinates)
             self._send(Send(job.tp, job.epoch, job.record.offset, topic,
-                            job.upload.upload_id.encode(), decision.to_bytes(), [],
-                            decision=decision))
+                            job.upload.upload_id.encode(), value, [], decision=decision))
         m.stage_seconds.labels("publish").observe(time.perf_counter() - t4)
 
-    def _embed(self, jobs: list[Job]) -> list[tuple[Job, NDArray[Any]]] | None:
+    def _embed(self, jobs: list[Job], done: set[Coordinates], alone: bool
+               ) -> list[tuple[Job, NDArray[Any]]] | None:
         """Embeddings for the jobs Triton accepts; rejected images are dead-lettered (found
-        by bisection, so one bad image costs ~2 log2(batch) extra requests). While Triton is
-        unreachable: retry with backoff, never give up on an upload. None when abandoned."""
-        backoff = 0.1
+        by bisection, so one bad image costs ~2 log2(batch) extra requests).
+
+        A failed call is an outage or an upload that breaks Triton (a stub crash, a hang
+        past the deadline): the two look alike. So: wait until a known-good image embeds
+        again (an outage: retry with backoff, never give up on an upload), retry the batch
+        once, and if it fails again process each upload alone. Alone, a failure counts as
+        one more attempt for that upload, which becomes a poison_record after
+        ``max_attempts``. None when abandoned or handed on."""
+        failures = 0
         while not self._abandon.is_set():
             try:
                 emb = self.encoder.embed_images([j.image or b"" for j in jobs])
             except RejectedImage as exc:
                 self.metrics.triton_errors.labels("rejected").inc()
                 if len(jobs) == 1:
-                    job = jobs[0]
-                    self._dead_letter(job.tp, job.epoch, job.record, exc.reason, str(exc),
-                                      job.upload.upload_id)
+                    self._reject(jobs[0], done, exc.reason, str(exc))
                     return []
                 mid = len(jobs) // 2
-                left, right = self._embed(jobs[:mid]), self._embed(jobs[mid:])
+                left = self._embed(jobs[:mid], done, alone)
+                right = self._embed(jobs[mid:], done, alone)
                 return None if left is None or right is None else left + right
             except EncoderError as exc:
                 kind = "unavailable" if isinstance(exc, EncoderUnavailable) else "other"
                 self.metrics.triton_errors.labels(kind).inc()
+                self._triton_ok_at = 0.0
+                failures += 1
+                if alone or failures >= 2:
+                    log.warning("Triton failed on %s (%s); %s: %s",
+                                _ids(jobs), kind, "will retry it alone, counting an attempt"
+                                if alone else "processing each upload alone", exc)
+                    if not self._await_triton():
+                        return None
+                    for job in jobs:
+                        done.add(job.coordinates)
+                    self._process_alone(jobs, "failed_batch")
+                    return None
+                if not self._await_triton(first_error=exc):
+                    return None
+                continue
+            self._triton_ok_at = time.monotonic()
+            return list(zip(jobs, emb, strict=True))
+        return None
+
+    def _await_triton(self, first_error: Exception | None = None) -> bool:
+        """Until a known-good image embeds (Triton healthy); False when abandoned. Skipped
+        when an embed succeeded within the last second."""
+        if first_error is None and time.monotonic() - self._triton_ok_at < 1.0:
+            return True
+        backoff = 0.1
+        while not self._abandon.is_set():
+            try:
+                self.encoder.embed_images([CANARY])
+            except EncoderError as exc:
+                self.metrics.triton_errors.labels(
+                    "unavailable" if isinstance(exc, EncoderUnavailable) else "other").inc()
                 if not self._triton_failing:
-                    log.warning("Triton call failed (%s); retrying with backoff, nothing is "
-                                "committed meanwhile: %s", kind, exc)
+                    log.warning("Triton call failed; waiting until it embeds a known-good "
+                                "image, nothing is committed meanwhile: %s",
+                                first_error or exc)
                 self._triton_failing = True
                 self._abandon.wait(backoff)
                 backoff = min(backoff * 2, self.settings.worker.retry_max_s)
@@ -552,33 +766,45 @@ class Worker:
             if self._triton_failing:
                 log.info("Triton answers again")
                 self._triton_failing = False
-            return list(zip(jobs, emb, strict=True))
-        return None
+            self._triton_ok_at = time.monotonic()
+            return True
+        return False
 
-    def _skip_already_decided(self, jobs: list[Job], version: int) -> list[Job]:
+    def _skip_already_decided(self, jobs: list[Job], version: int, done: set[Coordinates]
+                              ) -> list[Job]:
         """Settle, without publishing again, uploads whose decision for this policy version
         the broker already acknowledged (a replay after a crash or rebalance)."""
         if self.ledger is None:
             return jobs
         keys = [ledger_key(j.upload.upload_id, version) for j in jobs]
         try:
-            done = self.ledger.decided(keys)
+            decided = self.ledger.decided(keys)
             self._ledger_up()
         except StoreError as exc:
             self._ledger_down(exc)
             return jobs  # decide again: a duplicate at worst, never a loss
-        if not done:
+        if not decided:
             return jobs
         for job, key in zip(jobs, keys, strict=True):
-            if key in done:
+            if key in decided:
                 log.info("already decided upload_id=%s policy_version=%d partition=%d "
                          "offset=%d: not publishing again", job.upload.upload_id, version,
                          job.record.partition, job.record.offset)
                 self.metrics.messages.labels("duplicate_skipped").inc()
+                done.add(job.coordinates)
                 self._settle(job.tp, job.epoch, job.record.offset, "duplicates_skipped")
-        return [j for j, k in zip(jobs, keys, strict=True) if k not in done]
+        return [j for j, k in zip(jobs, keys, strict=True) if k not in decided]
 
     def _record_decided(self) -> None:
+        """Main loop: write what the producer thread settled to Redis (ledger, attempts)."""
+        if self.attempts is not None and self._to_forget:
+            with self._lock:
+                settled, self._to_forget = self._to_forget, []
+            try:
+                self.attempts.forget(settled)
+                self._attempts_up()
+            except StoreError as exc:
+                self._attempts_down(exc)  # the counts expire; a replay is processed alone
         if self.ledger is None:
             return
         with self._lock:
@@ -601,6 +827,29 @@ class Worker:
             log.warning("decision ledger unavailable, replays may repeat decisions: %s", exc)
         self._ledger_ok = False
 
+    def _attempts_up(self) -> None:
+        if not self._attempts_ok:
+            log.info("attempt counter reachable again")
+        self._attempts_ok = True
+
+    def _attempts_down(self, exc: StoreError) -> None:
+        self.metrics.attempt_errors.inc()
+        if self._attempts_ok:
+            log.warning("attempt counter unavailable, the poison-record guard is off until "
+                        "Redis answers: %s", exc)
+        self._attempts_ok = False
+
+    def _internal_error(self, tp: TP, epoch: int, record: Record, stage: str, exc: Exception,
+                        upload_id: str | None = None) -> None:
+        """An exception nobody expected while handling this one record: dead-letter it,
+        count it, log it with its coordinates and a traceback, and go on."""
+        log.error("internal error in %s topic=%s partition=%d offset=%d upload_id=%s",
+                  stage, record.topic, record.partition, record.offset,
+                  upload_id or _key(record), exc_info=exc)
+        self.metrics.internal_errors.labels(stage).inc()
+        self._dead_letter(tp, epoch, record, "internal_error",
+                          f"{stage}: {type(exc).__name__}: {exc}", upload_id)
+
     def _await_policies(self) -> ActivePolicies | None:
         while not self._abandon.is_set():
             active = self.policies.active or self.policies.wait_loaded(0.5)
@@ -615,3 +864,13 @@ def _names(tps: Iterable[TP]) -> str:
 
 def _key(record: Record) -> str:
     return record.key.decode("utf-8", "replace")[:80] if record.key else "-"
+
+
+def _ids(jobs: list[Job]) -> str:
+    shown = ",".join(j.upload.upload_id for j in jobs[:5])
+    return f"upload_id={shown}" + (f" (+{len(jobs) - 5} more)" if len(jobs) > 5 else "")
+
+
+def _poison_message(attempts: int, limit: int) -> str:
+    return (f"work on this record started {attempts} times without finishing (limit {limit}): "
+            "each time its worker died or Triton failed on it alone; not processed again")

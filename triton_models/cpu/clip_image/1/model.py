@@ -17,11 +17,13 @@ class TritonPythonModel:
         self.bundle = tb.load_for_serving(config)
         self.bundle.image_tower()  # load weights now, not on the first request
         self.limits = tb.limits_from_env()
+        self.faults = tb.faults_enabled()
 
     def execute(self, requests):
         batches = [pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy() for r in requests]
         responses = []
-        for result in tb.embed_image_requests(self.bundle, batches, self.limits):
+        for result in tb.embed_image_requests(self.bundle, batches, self.limits,
+                                                 self.faults):
             if isinstance(result, Exception):
                 error = pb_utils.TritonError(f"{result.reason}: {result}")
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
