@@ -179,6 +179,8 @@ class Worker:
                 room = self.settings.worker.max_in_flight - self.in_flight()
                 polled = self._poll(room)
                 now = time.monotonic()
+                if polled is None:  # a failed poll is not idleness: nothing is known
+                    last_work, polled = now, {}
                 prior = self._prior_attempts(polled)
                 for tp, records in polled.items():
                     for record in records:
@@ -199,8 +201,9 @@ class Worker:
         if self._fatal is not None:
             raise self._fatal
 
-    def _poll(self, room: int) -> Mapping[TP, list[Record]]:
-        """One poll; an exception pauses the loop briefly instead of stopping the worker."""
+    def _poll(self, room: int) -> Mapping[TP, list[Record]] | None:
+        """One poll; an exception pauses the loop briefly instead of stopping the worker
+        (None then)."""
         try:
             polled: Mapping[TP, list[Record]] = self.consumer.poll(
                 timeout_ms=100, max_records=max(1, room))  # in-flight stays bounded
@@ -211,7 +214,7 @@ class Worker:
                             type(exc).__name__, exc)
             self._poll_failing = True
             self._abandon.wait(0.5)
-            return {}
+            return None
         if self._poll_failing:
             log.info("polling again")
             self._poll_failing = False

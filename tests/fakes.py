@@ -283,3 +283,33 @@ class FakeLedger:
         if self.down:
             raise StoreError("decision ledger: connection refused")
         self.keys.update(keys)
+
+
+class FakeAttempts:
+    """The attempt counter in memory; ``prior`` seeds counts left by earlier processes."""
+
+    def __init__(self, prior: dict[tuple[str, int, int], int] | None = None,
+                 down: bool = False) -> None:
+        self.n: dict[tuple[str, int, int], int] = dict(prior or {})
+        self.down = down
+        self.forgotten: list[tuple[str, int, int]] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError("attempt counter: connection refused")
+
+    def counts(self, records: Sequence[tuple[str, int, int]]) -> list[int]:
+        self._check()
+        return [self.n.get(c, 0) for c in records]
+
+    def start(self, records: Sequence[tuple[str, int, int]]) -> list[int]:
+        self._check()
+        for c in records:
+            self.n[c] = self.n.get(c, 0) + 1
+        return [self.n[c] for c in records]
+
+    def forget(self, records: Sequence[tuple[str, int, int]]) -> None:
+        self._check()
+        for c in records:
+            self.n.pop(c, None)
+            self.forgotten.append(c)

@@ -104,6 +104,16 @@ def event(upload_id: str, image: bytes | None = None, **fields: object) -> bytes
     return json.dumps(doc).encode()
 
 
+def nested(open_: bytes, close: bytes, depth: int, inner: bytes = b"") -> bytes:
+    return open_ * depth + inner + close * depth
+
+
+def _with_metadata(name: str, image: bytes, metadata: bytes) -> bytes:
+    """An event whose metadata is raw JSON text (json.dumps cannot write these)."""
+    head = event(f"hostile-{name}", image)[:-1]
+    return head + b', "metadata": ' + metadata + b"}"
+
+
 def image_case(name: str, data: bytes, expected: str) -> Case:
     return Case(name, event(f"hostile-{name}", data), expected)
 
@@ -162,6 +172,21 @@ def build() -> list[Case]:
         Case("10kb-id", json.dumps({"upload_id": "x" * 10_240, "image_b64": "AAAA"}).encode(),
              "invalid_upload_id"),
         Case("raw-id-not-utf8", png, "invalid_upload_id", [("upload-id", b"\xff\xfe")]),
+        # JSON that breaks parsers: nesting that overflows a recursive decoder (one such
+        # event used to crash-loop every worker), integers past Python's digit limit
+        Case("nested-arrays-100k", _with_metadata("nested-arrays-100k", png,
+                                                  b'{"x": ' + nested(b"[", b"]", 100_000) + b"}"),
+             "invalid_json"),
+        Case("nested-objects-50k", _with_metadata("nested-objects-50k", png,
+                                                  nested(b'{"a": ', b"}", 50_000, b"1")),
+             "invalid_json"),
+        Case("nested-top-level", nested(b"[", b"]", 100_000), "invalid_json"),
+        # the event is level 1 and metadata level 2: 31 arrays inside make 33 levels
+        Case("nested-just-over-limit", _with_metadata(
+            "nested-just-over-limit", png, b'{"x": ' + nested(b"[", b"]", 31) + b"}"),
+             "invalid_json"),
+        Case("huge-integer", _with_metadata("huge-integer", png, b'{"n": ' + b"9" * 5000 + b"}"),
+             "invalid_json"),
         # valid but unusual: decided, never rejected
         image_case("cmyk-jpeg", encode(base.convert("CMYK"), "JPEG"), DECIDED),
         image_case("16bit-png", encode(base.convert("L").convert("I;16"), "PNG"), DECIDED),
@@ -175,6 +200,20 @@ def build() -> list[Case]:
         image_case("tiny-1x1", encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), DECIDED),
         image_case("panorama", encode(Image.new("RGB", (4000, 20), (200, 10, 10)), "PNG"),
                    DECIDED),
+        Case("nested-at-the-limit", _with_metadata(
+            "nested-at-the-limit", png, b'{"x": ' + nested(b"[", b"]", 30) + b"}"), DECIDED),
+        Case("brackets-inside-strings", event("hostile-brackets-inside-strings", png,
+                                              metadata={"s": "[{" * 50_000}), DECIDED),
+        Case("huge-float", _with_metadata("huge-float", png, b'{"f": 1e999, "g": -1e999}'),
+             DECIDED),
+        Case("long-metadata-string", event("hostile-long-metadata-string", png,
+                                           metadata={"s": "x" * 1_000_000}), DECIDED),
+        Case("long-user-id", event("hostile-long-user-id", png, user_id="u" * 1_000_000),
+             DECIDED),
+        Case("created-at-year-1", event("hostile-created-at-year-1", png,
+                                        created_at="0001-01-01T00:00:00+14:00"), DECIDED),
+        Case("created-at-year-9999", event("hostile-created-at-year-9999", png,
+                                           created_at="9999-12-31T23:59:59-14:00"), DECIDED),
     ]
     names = [c.name for c in cases]
     assert len(names) == len(set(names))

@@ -152,3 +152,37 @@ def test_decoding_does_not_allocate_a_bomb() -> None:
         decode_image(hc.png_bomb(), DecodeLimits())
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 100_000  # the 400 M-pixel image was never allocated
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(alphabet='[]{}"\\ab', max_size=8),  # brackets and quotes inside strings too
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.integers(0, 40))
+def test_nested_events_parse_or_are_invalid_json_by_depth(value: object, wrap: int) -> None:
+    from moderation.events import MAX_JSON_DEPTH
+
+    for _ in range(wrap):
+        value = [value]
+    doc = {"upload_id": "nested", "image_b64": "AAAA", "metadata": {"m": value}}
+    depth = 2 + _depth(value)  # the event object, then metadata
+    try:
+        upload = parse_upload(json.dumps(doc).encode())
+    except InputError as exc:
+        assert depth > MAX_JSON_DEPTH and exc.reason == "invalid_json", str(exc)
+        return
+    assert depth <= MAX_JSON_DEPTH and upload.event is not None
+    assert upload.event.metadata == {"m": value}

@@ -23,6 +23,7 @@ from tests.fakes import (
     TP,
     TRUNCATED,
     FakeConsumer,
+    FakeAttempts,
     FakeEncoder,
     FakeLedger,
     FakePublisher,
@@ -54,7 +55,8 @@ def settings(**worker: Any) -> Settings:
 
 def make_worker(consumer: FakeConsumer, encoder: FakeEncoder | None = None,
                 publisher: FakePublisher | None = None, source: FakeSource | None = None,
-                cfg: Settings | None = None, ledger: FakeLedger | None = None
+                cfg: Settings | None = None, ledger: FakeLedger | None = None,
+                attempts: FakeAttempts | None = None
                 ) -> tuple[Worker, FakePublisher, Metrics]:
     if source is None:
         source = FakeSource()
@@ -64,7 +66,7 @@ def make_worker(consumer: FakeConsumer, encoder: FakeEncoder | None = None,
     live.refresh()
     publisher = publisher or FakePublisher()
     worker = Worker(cfg or settings(), consumer, publisher, encoder or FakeEncoder(), live,
-                    metrics, ledger)
+                    metrics, ledger, attempts)
     return worker, publisher, metrics
 
 

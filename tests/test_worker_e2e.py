@@ -171,10 +171,11 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_hostile_corpus_through_the_real_pipeline(pipeline: Pipeline) -> None:
+def test_hostile_corpus_through_the_real_pipeline(pipeline: Pipeline,
+                                                 knife_and_dog: dict[str, Path]) -> None:
     """Every hostile case gets its specific outcome from the real worker and Triton (the
-    truncated and corrupt images are refused by Triton's decoder), and the worker's peak
-    memory stays bounded."""
+    truncated and corrupt images are refused by Triton's decoder), the worker's peak
+    memory stays bounded, and a normal upload sent after the corpus is still decided."""
     corpus = [c for c in hc.build() if c.value is not None]
     produce(pipeline.settings, [(c.upload_id, c.value or b"", c.headers) for c in corpus])
     outcomes = read_outcomes(pipeline.settings, {c.upload_id for c in corpus})
@@ -182,6 +183,11 @@ def test_hostile_corpus_through_the_real_pipeline(pipeline: Pipeline) -> None:
                     for kind, h in outcomes.get(c.upload_id, [])] for c in corpus}
     want = {c.name: ["decision" if c.expected == hc.DECIDED else c.expected] for c in corpus}
     assert got == want
+    produce(pipeline.settings, [("canary-after-corpus",
+                                 event("canary-after-corpus", knife_and_dog["dog"].read_bytes()),
+                                 [])])
+    [(kind, _)] = read_outcomes(pipeline.settings, {"canary-after-corpus"})["canary-after-corpus"]
+    assert kind == "decision"
     assert pipeline.worker.alive()
     assert rss_kib(pipeline.worker.pid) < 1_000_000  # peak under 1 GB, bombs included
     assert http_ok(f"http://127.0.0.1:{pipeline.port}/readyz")
