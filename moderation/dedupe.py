@@ -10,12 +10,11 @@ check is skipped and uploads are decided again: duplicates, never losses.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from moderation.config import RedisSettings
-from moderation.store import StoreError
+from moderation.side_store import PausingRedis
 
 log = logging.getLogger(__name__)
 
@@ -31,51 +30,33 @@ class DecisionLedger(Protocol):
     def record(self, keys: Sequence[str]) -> None: ...
 
 
-class RedisDecisionLedger:
+class RedisDecisionLedger(PausingRedis):
     def __init__(self, url: str, prefix: str = "moderation", ttl_s: int = 86_400,
                  password: str | None = None, timeout_s: float = 0.5,
                  pause_after_error_s: float = 5.0) -> None:
-        import redis
-
-        self._errors = redis.RedisError
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=timeout_s,
-                                           socket_connect_timeout=timeout_s)
+        super().__init__(url, "decision ledger", password, timeout_s, pause_after_error_s)
         self.prefix = f"{prefix}:decided:"
         self.ttl_s = ttl_s
-        self.pause_after_error_s = pause_after_error_s
-        self._down_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, ttl_s: int) -> RedisDecisionLedger:
         password = settings.password.get_secret_value() if settings.password else None
         return cls(settings.url, settings.key_prefix, ttl_s, password)
 
-    def _guard(self, what: str) -> None:
-        if time.monotonic() < self._down_until:  # do not pay a timeout per batch
-            raise StoreError(f"decision ledger: Redis marked down, skipping {what}")
-
-    def _failed(self, what: str, exc: Exception) -> StoreError:
-        self._down_until = time.monotonic() + self.pause_after_error_s
-        return StoreError(f"decision ledger: cannot {what}: {exc}")
-
     def decided(self, keys: Sequence[str]) -> set[str]:
         if not keys:
             return set()
-        self._guard("the check")
-        try:
-            found = self.client.mget([self.prefix + k for k in keys])
-        except self._errors as exc:
-            raise self._failed("check", exc) from exc
+        found = self.call("check", lambda c: c.mget([self.prefix + k for k in keys]))
         return {k for k, v in zip(keys, found, strict=True) if v is not None}
 
     def record(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        self._guard("the write")
-        pipe = self.client.pipeline(transaction=False)
-        for k in keys:
-            pipe.set(self.prefix + k, b"1", nx=True, ex=self.ttl_s)
-        try:
+
+        def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.set(self.prefix + k, b"1", nx=True, ex=self.ttl_s)
             pipe.execute()
-        except self._errors as exc:
-            raise self._failed("record", exc) from exc
+
+        self.call("record", write)

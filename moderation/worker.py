@@ -41,6 +41,7 @@ from moderation.kafka_io import Headers, Publisher, Record
 from moderation.live_policies import ActivePolicies, LivePolicies
 from moderation.metrics import Metrics
 from moderation.offsets import OffsetTracker
+from moderation.side_store import Availability
 from moderation.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -108,11 +109,15 @@ class Worker:
         self._alone: deque[Job] = deque()
         self._alone_running = False
         self._triton_ok_at = 0.0  # last time an embed succeeded (0: unknown)
-        self._attempts_ok = True
+        self._attempts_health = Availability(
+            log, metrics.attempt_errors, "attempt counter unavailable, the poison-record guard "
+            "is off until Redis answers", "attempt counter reachable again")
         self._faults = settings.faults.enabled
         self._poll_failing = False
         self._to_record: list[str] = []
-        self._ledger_ok = True
+        self._ledger_health = Availability(
+            log, metrics.dedupe_errors, "decision ledger unavailable, replays may repeat "
+            "decisions", "decision ledger reachable again")
         self.consumer = consumer  # kafka-python KafkaConsumer (untyped); main thread only
         self.publisher = publisher
         self.encoder = encoder
@@ -320,9 +325,9 @@ class Worker:
         coords = [(r.topic, r.partition, r.offset) for rs in polled.values() for r in rs]
         try:
             counts = self.attempts.counts(coords)
-            self._attempts_up()
+            self._attempts_health.up()
         except StoreError as exc:
-            self._attempts_down(exc)
+            self._attempts_health.down(exc)
             return {}
         return {c: n for c, n in zip(coords, counts, strict=True) if n}
 
@@ -596,9 +601,9 @@ class Worker:
             return jobs
         try:
             counts = self.attempts.start([j.coordinates for j in jobs])
-            self._attempts_up()
+            self._attempts_health.up()
         except StoreError as exc:
-            self._attempts_down(exc)
+            self._attempts_health.down(exc)
             return jobs
         limit = self.settings.worker.max_attempts
         for job, n in zip(jobs, counts, strict=True):
@@ -782,9 +787,9 @@ class Worker:
         keys = [ledger_key(j.upload.upload_id, version) for j in jobs]
         try:
             decided = self.ledger.decided(keys)
-            self._ledger_up()
+            self._ledger_health.up()
         except StoreError as exc:
-            self._ledger_down(exc)
+            self._ledger_health.down(exc)
             return jobs  # decide again: a duplicate at worst, never a loss
         if not decided:
             return jobs
@@ -805,9 +810,9 @@ class Worker:
                 settled, self._to_forget = self._to_forget, []
             try:
                 self.attempts.forget(settled)
-                self._attempts_up()
+                self._attempts_health.up()
             except StoreError as exc:
-                self._attempts_down(exc)  # the counts expire; a replay is processed alone
+                self._attempts_health.down(exc)  # the counts expire; a replay is processed alone
         if self.ledger is None:
             return
         with self._lock:
@@ -815,32 +820,9 @@ class Worker:
         try:
             self.ledger.record(keys)
             if keys:
-                self._ledger_up()
+                self._ledger_health.up()
         except StoreError as exc:
-            self._ledger_down(exc)
-
-    def _ledger_up(self) -> None:
-        if not self._ledger_ok:
-            log.info("decision ledger reachable again")
-        self._ledger_ok = True
-
-    def _ledger_down(self, exc: StoreError) -> None:
-        self.metrics.dedupe_errors.inc()
-        if self._ledger_ok:
-            log.warning("decision ledger unavailable, replays may repeat decisions: %s", exc)
-        self._ledger_ok = False
-
-    def _attempts_up(self) -> None:
-        if not self._attempts_ok:
-            log.info("attempt counter reachable again")
-        self._attempts_ok = True
-
-    def _attempts_down(self, exc: StoreError) -> None:
-        self.metrics.attempt_errors.inc()
-        if self._attempts_ok:
-            log.warning("attempt counter unavailable, the poison-record guard is off until "
-                        "Redis answers: %s", exc)
-        self._attempts_ok = False
+            self._ledger_health.down(exc)
 
     def _internal_error(self, tp: TP, epoch: int, record: Record, stage: str, exc: Exception,
                         upload_id: str | None = None) -> None:
