@@ -7,6 +7,10 @@ Threads and what they own:
     kafka IO    kafka-python's event loop; runs the rebalance listener
 The offset tracker and partition epochs are shared, under one lock. An offset is committed
 only when every message up to it has a broker-acknowledged decision or dead letter.
+
+No record can stop the worker: an unexpected exception dead-letters its upload as
+internal_error, and a record whose attempts keep dying (counted in Redis before work
+starts) is processed alone, then dead-lettered as poison_record (README: Delivery).
 """
 
 from __future__ import annotations
