@@ -758,7 +758,7 @@ class Worker:
     def _await_triton(self, first_error: Exception | None = None) -> bool:
         """Until a known-good image embeds (Triton healthy); False when abandoned. Skipped
         when an embed succeeded within the last second."""
-        if first_error is None and time.monotonic() - self._triton_ok_at < 1.0:
+        if time.monotonic() - self._triton_ok_at < 1.0:  # zeroed by any failed call
             return True
         backoff = 0.1
         while not self._abandon.is_set():
