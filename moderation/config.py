@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from moderation.fetch import FetchPolicy
-from moderation.images import DecodeLimits
+from moderation.core.images import DecodeLimits
+from moderation.edges.fetch import FetchPolicy
 
 
 def _default_state_dir() -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from moderation.devstack import TritonPorts
+from moderation.devtools.devstack import TritonPorts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,7 +44,7 @@ def tiny_hf_bundle(tiny_hf_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def _start_triton(tmp: Path, env: dict[str, str]) -> Iterator[TritonPorts]:
-    from moderation.devstack import start_triton
+    from moderation.devtools.devstack import start_triton
 
     proc, ports = start_triton(tmp, env=env)
     try:
@@ -85,7 +85,7 @@ def knife_and_dog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Rendered single-emoji images: a kitchen knife and a dog."""
     import numpy as np
 
-    from moderation.models import emoji_data as ed
+    from moderation.models.training import emoji_data as ed
 
     out = tmp_path_factory.mktemp("rendered")
     renderer = ed.NotoRenderer()
@@ -112,7 +112,7 @@ def _serve(start, tmp: Path, address: str) -> Iterator[str]:  # type: ignore[no-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port."""
-    from moderation.devstack import start_redis
+    from moderation.devtools.devstack import start_redis
 
     yield from _serve(start_redis, tmp_path_factory.mktemp("redis"),
                       "redis://127.0.0.1:{port}/0")
@@ -121,6 +121,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Tansu Kafka-protocol broker (memory storage) on a free port."""
-    from moderation.devstack import start_tansu
+    from moderation.devtools.devstack import start_tansu
 
     yield from _serve(start_tansu, tmp_path_factory.mktemp("tansu"), "127.0.0.1:{port}")

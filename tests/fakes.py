@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from moderation.encoders import RejectedImage
-from moderation.errors import EncoderUnavailable
-from moderation.policy import Policy, PolicySet
-from moderation.store import StoredPolicySet, StoreError
+from moderation.contract.errors import EncoderUnavailable
+from moderation.core.policy import Policy, PolicySet
+from moderation.edges.encoders import RejectedImage
+from moderation.edges.policy_store import StoredPolicySet, StoreError
 
 DIM = 8
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from moderation.config import Settings
-from moderation.kafka_io import poll_keyed, read_from_start
+from moderation.edges.kafka_io import poll_keyed, read_from_start
 
 
 def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]

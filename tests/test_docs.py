@@ -5,7 +5,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from moderation.config import Settings
-from moderation.metrics import Metrics
+from moderation.edges.metrics import Metrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -23,8 +23,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from moderation.errors import BundleError
-from moderation.images import Preprocess, preprocess
+from moderation.contract.errors import BundleError
+from moderation.core.images import Preprocess, preprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

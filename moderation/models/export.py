@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from moderation.errors import BundleError
+from moderation.contract.errors import BundleError
 from moderation.models.bundle import Bundle
 
 ONNX_OPSET = 17
@@ -122,8 +122,8 @@ _PREPROCESS_PY = '''"""Decode + preprocess encoded images for the TensorRT image
 import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from moderation import triton_backend as tb
-from moderation.images import decode_image
+from moderation.serving import triton_backend as tb
+from moderation.core.images import decode_image
 
 
 class TritonPythonModel:
@@ -151,7 +151,7 @@ class TritonPythonModel:
 _TOKENIZE_PY = '''"""Tokenise UTF-8 text for the TensorRT text encoder."""
 import json
 import triton_python_backend_utils as pb_utils
-from moderation import triton_backend as tb
+from moderation.serving import triton_backend as tb
 
 
 class TritonPythonModel:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from moderation.errors import BundleError
+from moderation.contract.errors import BundleError
 from moderation.models.bundle import (
     ImageTowerSpec,
     Manifest,

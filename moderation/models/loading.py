@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from moderation.errors import BundleError
+from moderation.contract.errors import BundleError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moderation.errors import BundleError
+from moderation.contract.errors import BundleError
 from moderation.models.bundle import load_bundle, read_manifest, resolve_bundle_dir, resolve_ref
 
 

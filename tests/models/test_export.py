@@ -69,7 +69,7 @@ def test_gpu_repository_configs_are_valid_model_configs(tiny_hf_bundle: Path,
 
 
 def test_build_without_trtexec_says_why(tiny_hf_bundle: Path, tmp_path: Path) -> None:
-    from moderation.errors import BundleError
+    from moderation.contract.errors import BundleError
 
     with pytest.raises(BundleError, match="GPU"):
         build_trt(load_bundle(tiny_hf_bundle), tmp_path, tmp_path / "repo",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moderation.errors import BundleError
+from moderation.contract.errors import BundleError
 from moderation.models.bundle import load_bundle
 from moderation.models.hf import VIT_B_32, import_hf
 

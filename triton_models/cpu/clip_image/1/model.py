@@ -1,10 +1,10 @@
-"""Triton python backend: encoded images -> embeddings (logic in moderation.triton_backend)."""
+"""Triton python backend: encoded images -> embeddings (logic in moderation.serving.triton_backend)."""
 
 import json
 
 import triton_python_backend_utils as pb_utils
 
-from moderation import triton_backend as tb
+from moderation.serving import triton_backend as tb
 
 
 class TritonPythonModel:

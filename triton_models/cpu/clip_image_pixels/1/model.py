@@ -4,7 +4,7 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from moderation import triton_backend as tb
+from moderation.serving import triton_backend as tb
 
 
 class TritonPythonModel:

@@ -1,0 +1,1 @@
+"""The ``moderation`` command, one module per command group."""

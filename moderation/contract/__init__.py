@@ -1,0 +1,1 @@
+"""The wire contract: upload events, decisions, dead letters, and the error types."""

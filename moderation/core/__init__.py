@@ -1,0 +1,1 @@
+"""The pure core: offsets, batching, scoring, policies, image checks. No I/O."""

@@ -1,0 +1,1 @@
+"""Developer tooling: embedded stack, demo, chaos, bench, samples. Not the service."""

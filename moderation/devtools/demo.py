@@ -1,0 +1,158 @@
+"""``moderation demo``: the whole service on the embedded stack, end to end.
+
+Starts the stack (unless it runs), applies ``policies/``, starts a worker process,
+produces the sample images as upload events, follows the decision and dead-letter topics
+until every upload has its answer, and prints what was decided.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moderation.config import Settings
+from moderation.devtools import devstack, stack
+from moderation.devtools.provision import provision
+from moderation.devtools.samples import SAMPLES
+from moderation.edges.kafka_io import poll_keyed, read_from_start
+from moderation.models.training.eval_labels import policies_of
+from moderation.tools.produce import produce_files
+
+log = logging.getLogger(__name__)
+
+EXPECTED = {stem: policies_of(list(chars)) for stem, chars in SAMPLES}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    upload_id: str
+    name: str
+    decision: dict[str, Any] | None = None
+    dead_letter: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.decision is not None:
+            return str(self.decision["decision"])
+        return "dead-letter" if self.dead_letter else "undecided"
+
+
+def stack_settings(settings: Settings) -> tuple[Settings, dict[str, str], bool]:
+    """Bring the embedded stack up; settings and env that point at it; whether we started it."""
+    before = stack.read_state(settings)
+    was_up = all(stack.healthy(n, before) for n in stack.SERVICES)
+    if not was_up:
+        print("starting the embedded stack (Tansu broker, redis-server, tritonserver)...",
+              file=sys.stderr)
+    state = stack.up(settings)
+    env = stack.env(state)
+    os.environ.update(env)
+    return Settings(), env, not was_up
+
+
+def follow_results(settings: Settings, ids: dict[str, str], timeout_s: float,
+                   progress: bool = True) -> dict[str, Outcome]:
+    """Read the decision and dead-letter topics until every id has an outcome or time is up."""
+    k = settings.kafka
+    consumer = read_from_start(k, [k.decision_topic, k.dead_letter_topic])
+    outcomes: dict[str, Outcome] = {}
+    bar = _progress(len(ids), progress)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(outcomes) < len(ids) and time.monotonic() < deadline:
+            for uid, r in poll_keyed(consumer, 200):
+                if uid not in ids or uid in outcomes:
+                    continue
+                if r.topic == k.decision_topic:
+                    outcomes[uid] = Outcome(uid, ids[uid], decision=json.loads(r.value))
+                else:
+                    reason = dict(r.headers or []).get("error-type", b"?").decode()
+                    outcomes[uid] = Outcome(uid, ids[uid], dead_letter=reason)
+                bar.update(1)
+    finally:
+        bar.close()
+        consumer.close()
+    return outcomes
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="decisions", unit="upload", file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True)
+
+
+def format_table(outcomes: Sequence[Outcome]) -> str:
+    rows = [("upload", "expected", "decision", "flagged", "top policy (score / threshold)")]
+    for o in outcomes:
+        expected = ",".join(sorted(EXPECTED.get(o.name, set()))) or "-"
+        if o.decision is None:
+            rows.append((o.name, expected, o.status, "-", o.dead_letter or "-"))
+            continue
+        top = max(o.decision["verdicts"], key=lambda v: v["score"] - v["threshold"])
+        rows.append((o.name, expected, o.status, ",".join(o.decision["flagged_policies"]) or "-",
+                     f"{top['policy']} ({top['score']:.3f} / {top['threshold']:.3f})"))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    return "\n".join("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4]
+                     for r in rows)
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    decided = [(o, o.decision) for o in outcomes if o.decision is not None]
+    flagged = sum(d["decision"] == "flag" for _, d in decided)
+    dead = sum(o.dead_letter is not None for o in outcomes)
+    undecided = sum(o.status == "undecided" for o in outcomes)
+    known = [(EXPECTED[o.name], d) for o, d in decided if o.name in EXPECTED]
+    exact = sum(set(d["flagged_policies"]) == want for want, d in known)
+    right_call = sum((d["decision"] == "flag") == bool(want) for want, d in known)
+    versions = sorted({str(d["policy_version"]) for _, d in decided})
+    models = sorted({str(d["model"]) for _, d in decided})
+    latencies = sorted(float(d["latency_ms"]) for _, d in decided)
+    p50 = f"{latencies[len(latencies) // 2]:.0f} ms" if latencies else "-"
+    return (f"{len(outcomes)} uploads: {flagged} flagged, {len(decided) - flagged} allowed, "
+            f"{dead} dead-lettered, {undecided} undecided\n"
+            f"flag/allow as expected: {right_call}/{len(known)}; exactly the expected "
+            f"policies: {exact}/{len(known)}\n"
+            f"policy version {','.join(versions) or '-'}, model {','.join(models) or '-'}, "
+            f"median latency {p50} (event created to decision)")
+
+
+def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+             keep_stack: bool = False, timeout_s: float = 300.0) -> int:
+    settings, env, started = stack_settings(settings)
+    worker = None
+    try:
+        k = settings.kafka
+        version = provision(settings, policies_dir)
+        print(f"applied {policies_dir} as policy version {version}", file=sys.stderr)
+        worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
+        print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "
+              f"log {worker.log_path}", file=sys.stderr)
+        devstack.wait_for_partitions(worker, port, 120.0)
+        prefix = f"demo-{uuid.uuid4().hex[:8]}-"
+        produced = produce_files(k, samples, id_prefix=prefix)
+        ids = {p.upload_id: p.path.stem for p in produced}
+        outcomes = follow_results(settings, ids, timeout_s, progress=sys.stderr.isatty())
+    finally:
+        if worker is not None:
+            worker.stop()
+        if started and not keep_stack:
+            stack.down(settings)
+    ordered = [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+    print(format_table(ordered))
+    print()
+    print(summary(ordered))
+    missing = [o.name for o in ordered if o.status == "undecided"]
+    if missing:
+        print(f"error: no decision within {timeout_s:.0f} s for: {', '.join(missing)} "
+              f"(worker log: {settings.dev.state_dir / 'worker-demo.log'})", file=sys.stderr)
+        return 1
+    return 0

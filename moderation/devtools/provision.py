@@ -1,0 +1,21 @@
+"""Getting an (embedded or test) stack ready for a worker: the three topics and a policy set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moderation.config import Settings
+from moderation.core.policy import load_policy_dir
+from moderation.edges.encoders import TritonEncoder
+from moderation.edges.kafka_io import ensure_topics
+from moderation.edges.policy_store import RedisPolicyStore, apply_policies
+
+
+def provision(settings: Settings, policies_dir: Path) -> int:
+    """Create the input, decision and dead-letter topics where missing, and apply
+    ``policies_dir`` through Triton's text encoder; returns the new policy version."""
+    k = settings.kafka
+    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+    return apply_policies(load_policy_dir(policies_dir),
+                          TritonEncoder.from_settings(settings.triton),
+                          RedisPolicyStore.from_settings(settings.redis))

@@ -1,0 +1,1 @@
+"""The edges: Kafka, Redis, the Triton client, URL fetching, HTTP endpoints, metrics."""

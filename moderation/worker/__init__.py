@@ -1,0 +1,1 @@
+"""The streaming worker: consumer loop, batch pipeline, outbox, health, wiring."""

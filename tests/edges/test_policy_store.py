@@ -1,0 +1,114 @@
+"""The Redis policy store against a real redis-server (the encoder is a counting fake)."""
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moderation.core.policy import Policy, PolicySet, load_policy_dir
+from moderation.edges.policy_store import RedisPolicyStore, StoreError, apply_policies
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class CountingEncoder:
+    """Deterministic pseudo-embeddings; counts the texts it was asked to embed."""
+
+    model_name = "fake@1"
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded += list(texts)
+        out = []
+        for t in texts:
+            seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
+            v = np.random.default_rng(seed).normal(size=8).astype(np.float32)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
+        raise NotImplementedError
+
+
+@pytest.fixture()
+def store(redis_url: str, request: pytest.FixtureRequest) -> RedisPolicyStore:
+    return RedisPolicyStore(redis_url, prefix=f"test-{request.node.name}")
+
+
+def test_apply_versions_and_round_trip(store: RedisPolicyStore) -> None:
+    policies = load_policy_dir(REPO / "policies")
+    enc = CountingEncoder()
+    assert store.current_version() is None
+    with pytest.raises(StoreError, match="no policy set has been applied"):
+        store.load()
+    v1 = apply_policies(policies, enc, store)
+    assert v1 == 1 and store.current_version() == 1
+    loaded = store.load()
+    assert loaded.version == 1 and loaded.model == "fake@1"
+    assert loaded.policies == policies
+    expected = enc.embed_texts(policies.texts())
+    np.testing.assert_array_equal(np.stack([loaded.embeddings[t] for t in policies.texts()]),
+                                  expected)
+    assert loaded.matrix().names == policies.names
+
+
+def test_prompt_embeddings_are_cached_by_model_and_text(store: RedisPolicyStore) -> None:
+    enc = CountingEncoder()
+    a = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x", "y")),))
+    b = PolicySet(policies=(Policy(name="a", threshold=0.4, prompts=("x", "z")),))
+    assert apply_policies(a, enc, store) == 1
+    assert apply_policies(b, enc, store) == 2
+    assert enc.embedded == ["x", "y", "z"]  # "x" came from the cache the second time
+    assert store.load(1).policies == a and store.load().policies == b  # old versions kept
+
+
+def test_workers_are_notified_of_new_versions(store: RedisPolicyStore) -> None:
+    seen: list[int] = []
+    subscribed = threading.Event()
+
+    def listen() -> None:
+        for version in store.notifications(timeout_s=0.2):
+            subscribed.set()
+            if version is not None:
+                seen.append(version)
+                return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert subscribed.wait(10)  # the first quiet timeout means the subscription is live
+    policies = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x",)),))
+    version = apply_policies(policies, CountingEncoder(), store)
+    t.join(10)
+    assert seen == [version]
+
+
+def test_redis_down_is_a_clear_error() -> None:
+    from moderation.devtools.devstack import free_port
+
+    store = RedisPolicyStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    policies = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x",)),))
+    with pytest.raises(StoreError, match=r"Redis at redis://127\.0\.0\.1:\d+/0: cannot"):
+        apply_policies(policies, CountingEncoder(), store)
+
+
+def test_policies_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from moderation.cli.main import main
+
+    monkeypatch.setenv("MODERATION_REDIS__URL", redis_url)
+    assert main(["policies", "validate", str(REPO / "policies")]) == 0
+    assert "ok: 7 policies" in capsys.readouterr().out
+    assert main(["policies", "apply", str(REPO / "policies"), "--local"]) == 0
+    out = capsys.readouterr().out
+    assert "applied 7 policies as version" in out
+    assert main(["policies", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "model emoji-minilm@1.0.0" in listing and "weapons" in listing
+    (tmp_path / "bad.yaml").write_text("name: x\nthreshold: 2\nprompts: [a]\n")
+    assert main(["policies", "validate", str(tmp_path)]) == 2
+    assert "bad.yaml: policy 'x': field 'threshold'" in capsys.readouterr().err
