@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 def _encoder(settings: Settings, local: bool, bundle: str | None) -> Encoder:
     if local:
-        from moderation.edges.encoders import LocalEncoder
         from moderation.models.bundle import load_bundle
+        from moderation.models.local_encoder import LocalEncoder
 
         return LocalEncoder(load_bundle(bundle or settings.model.bundle), settings.images.limits())
     from moderation.edges.encoders import TritonEncoder
@@ -28,7 +28,7 @@ def _encoder(settings: Settings, local: bool, bundle: str | None) -> Encoder:
 
 
 def cmd_moderate(args: argparse.Namespace, settings: Settings) -> int:
-    from moderation.core.policy import load_policy_dir
+    from moderation.edges.policy_files import load_policy_dir
     from moderation.tools.moderate import format_results, moderate_files
 
     policies = load_policy_dir(Path(args.policies or settings.policies.dir))
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from moderation.core.policy import load_policy_dir
+    from moderation.edges.policy_files import load_policy_dir
     from moderation.models.training import evaluate as ev
 
     policies = load_policy_dir(Path(args.policies or settings.policies.dir))
@@ -131,7 +131,7 @@ def cmd_render_samples(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
-    from moderation.core.policy import load_policy_dir
+    from moderation.edges.policy_files import load_policy_dir
     from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
     if args.action == "list":

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from moderation.contract.errors import ModerationError
-from moderation.core.scoring import Verdict
 
 UPLOAD_ID_HEADER = "upload-id"
 MAX_UPLOAD_ID = 256
@@ -162,6 +161,17 @@ def parse_upload(value: bytes | None, headers: Headers = (), max_bytes: int = 30
             raise InputError("invalid_base64", f"image_b64 is not valid base64: {exc}") from exc
     return Upload(upload_id=event.upload_id, image=image, image_url=event.image_url,
                   created_at=event.created_at, event=event)
+
+
+class Verdict(NamedTuple):
+    """One policy's outcome for one image (a tuple: decisions carry one per policy, and
+    1,000-policy sets make thousands per batch)."""
+
+    policy: str
+    score: float
+    threshold: float
+    flagged: bool
+    top_prompt: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Policy files: schema and validation (pure; reading YAML is the only I/O here).
+"""Policies: schema and validation (pure; edges/policy_files.py reads them from disk).
 
 A policy is a named set of natural-language prompts describing content to flag, optional
 counter-prompts describing look-alike benign content, a threshold on cosine similarity,
@@ -8,10 +8,8 @@ and an action. Errors name the file, the policy and the field.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moderation.contract.errors import PolicyError
@@ -93,22 +91,3 @@ def build_set(policies: Iterable[tuple[Policy, str]]) -> PolicySet:
         raise PolicyError("no policies found")
     return PolicySet(policies=tuple(out))
 
-
-def load_policy_dir(directory: Path) -> PolicySet:
-    """Every ``*.yaml``/``*.yml`` file in ``directory``; a file holds one policy or a list."""
-    if not directory.is_dir():
-        raise PolicyError(f"{directory}: not a directory of policy files")
-    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
-    if not files:
-        raise PolicyError(f"{directory}: no *.yaml policy files")
-    found: list[tuple[Policy, str]] = []
-    for path in files:
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise PolicyError(f"{path}: cannot read YAML: {exc}") from exc
-        items = doc if isinstance(doc, list) else [doc]
-        for i, item in enumerate(items):
-            source = str(path) if len(items) == 1 else f"{path}[{i}]"
-            found.append((parse_policy(item, source), source))
-    return build_set(found)

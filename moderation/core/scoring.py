@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from moderation.contract.events import Verdict
 from moderation.core.policy import PolicySet
 
 
@@ -105,17 +106,6 @@ def score(embeddings: NDArray[Any], matrix: PolicyMatrix) -> Scores:
     counter, _ = _grouped_max(emb @ matrix.counter_emb.T, matrix.counter_index)
     flagged = (best >= matrix.thresholds[None, :]) & (counter < best + matrix.margins[None, :])
     return Scores(best, arg, counter, flagged)
-
-
-class Verdict(NamedTuple):
-    """One policy's outcome for one image (a tuple: decisions carry one per policy, and
-    1,000-policy sets make thousands per batch)."""
-
-    policy: str
-    score: float
-    threshold: float
-    flagged: bool
-    top_prompt: str
 
 
 def verdicts(scores: Scores, matrix: PolicyMatrix, row: int) -> list[Verdict]:

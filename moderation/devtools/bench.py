@@ -33,11 +33,11 @@ from numpy.typing import NDArray
 
 from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSettings
 from moderation.core.images import decode_image, preprocess
-from moderation.core.policy import load_policy_dir
 from moderation.devtools import devstack, proc_stats
 from moderation.devtools.bench_images import encoded_uploads
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.kafka_io import ensure_topics, poll_keyed, read_from_start, scoped_topics
+from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 from moderation.models.bundle import read_manifest, resolve_bundle_dir
 from moderation.tools.produce import produce_events

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moderation.contract.errors import ConfigError
+from moderation.edges.net import port_open
 
 if TYPE_CHECKING:
     from moderation.config import Settings
@@ -234,15 +235,6 @@ def start_triton(
 
 
 # --- Kafka-protocol broker (Tansu) and Redis ---------------------------------------------
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections there (names and IPv6 resolve too)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def tansu_binary() -> Path:

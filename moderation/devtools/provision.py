@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from moderation.config import Settings
-from moderation.core.policy import load_policy_dir
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.kafka_io import ensure_topics
+from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
 

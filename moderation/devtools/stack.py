@@ -14,6 +14,7 @@ from typing import Any
 
 from moderation.config import Settings
 from moderation.devtools import devstack
+from moderation.edges.net import port_open
 from moderation.serving.triton_backend import BUNDLE_ENV
 
 SERVICES = ("kafka", "redis", "triton")
@@ -42,7 +43,7 @@ def healthy(name: str, state: dict[str, Any]) -> bool:
         return False
     if name == "triton":
         return devstack.http_ok(f"http://127.0.0.1:{s['http']}/v2/health/ready")
-    return devstack.port_open(int(s["port"]))
+    return port_open(int(s["port"]))
 
 
 def _start(name: str, settings: Settings) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The encoder boundary: a Protocol, the Triton gRPC client, and an in-process encoder.
+"""The encoder boundary: a Protocol and the Triton gRPC client (models/local_encoder.py runs
+a bundle in-process behind the same Protocol).
 
 Both take encoded image bytes (decoding happens where the model runs) and UTF-8 strings,
 and return L2-normalised float32 ``[B, D]`` matrices.
@@ -13,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from moderation.contract.errors import EncoderError, EncoderUnavailable, ImageError
-from moderation.core.images import DecodeLimits, decode_image
-from moderation.models.bundle import Bundle
+from moderation.core.policy import PolicySet
+from moderation.core.scoring import PolicyMatrix, compile_policies
 
 if TYPE_CHECKING:
     from moderation.config import TritonSettings
@@ -29,23 +30,10 @@ class Encoder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]: ...
 
 
-class LocalEncoder:
-    """Runs the bundle in this process (tests, ``moderate --local``, evaluation)."""
-
-    def __init__(self, bundle: Bundle, limits: DecodeLimits = DecodeLimits()) -> None:
-        self.bundle = bundle
-        self.limits = limits
-
-    @property
-    def model_name(self) -> str:
-        return self.bundle.name
-
-    def embed_images(self, images: Sequence[bytes]) -> NDArray[Any]:
-        size = self.bundle.preprocess_spec.size
-        return self.bundle.embed_images([decode_image(b, self.limits, size) for b in images])
-
-    def embed_texts(self, texts: Sequence[str]) -> NDArray[Any]:
-        return self.bundle.embed_texts(list(texts))
+def compile_for(encoder: Encoder, policies: PolicySet) -> PolicyMatrix:
+    """The policy matrix with every prompt embedded by ``encoder`` (no cache: moderate, eval)."""
+    texts = policies.texts()
+    return compile_policies(policies, dict(zip(texts, encoder.embed_texts(texts), strict=True)))
 
 
 def _bytes_tensor(items: Sequence[bytes]) -> NDArray[Any]:

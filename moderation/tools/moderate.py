@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from moderation.contract.errors import ImageError
+from moderation.contract.events import Verdict
 from moderation.core.images import DecodeLimits, decode_image
 from moderation.core.policy import PolicySet
-from moderation.core.scoring import PolicyMatrix, Verdict, compile_policies, score, verdicts
-from moderation.edges.encoders import Encoder, RejectedImage
+from moderation.core.scoring import score, verdicts
+from moderation.edges.encoders import Encoder, RejectedImage, compile_for
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,6 @@ class FileResult:
         if self.error is None:
             data.pop("error")
         return data
-
-
-def compile_for(encoder: Encoder, policies: PolicySet) -> PolicyMatrix:
-    texts = policies.texts()
-    return compile_policies(policies, dict(zip(texts, encoder.embed_texts(texts), strict=True)))
 
 
 def moderate_files(

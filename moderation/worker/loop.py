@@ -43,7 +43,6 @@ from moderation.contract.events import (
 from moderation.core.batching import Batcher, decide, started_at
 from moderation.core.images import inspect_image
 from moderation.core.offsets import OffsetTracker
-from moderation.devtools.devstack import port_open
 from moderation.edges.attempt_counter import AttemptCounter, Coordinates
 from moderation.edges.decision_ledger import DecisionLedger, ledger_key
 from moderation.edges.encoders import Encoder, RejectedImage
@@ -51,6 +50,7 @@ from moderation.edges.fetch import Fetcher, FetchError
 from moderation.edges.kafka_io import Headers, Publisher, Record
 from moderation.edges.live_policies import ActivePolicies, LivePolicies
 from moderation.edges.metrics import Metrics
+from moderation.edges.net import port_open
 from moderation.edges.policy_store import StoreError
 from moderation.edges.side_store import Availability
 

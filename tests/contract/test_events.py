@@ -6,8 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from moderation.contract.events import Decision, InputError, dead_letter_headers, parse_upload
-from moderation.core.scoring import Verdict
+from moderation.contract.events import (
+    Decision,
+    InputError,
+    Verdict,
+    dead_letter_headers,
+    parse_upload,
+)
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 

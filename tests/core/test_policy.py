@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from moderation.contract.errors import PolicyError
-from moderation.core.policy import load_policy_dir
+from moderation.edges.policy_files import load_policy_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_NAMES = {"weapons", "drugs_tobacco", "alcohol", "gambling", "rude_gestures",

@@ -3,8 +3,7 @@ from pathlib import Path
 import pytest
 
 from moderation.contract.errors import PolicyError
-from moderation.core.policy import load_policy_dir
-from moderation.edges.policy_files import write_thresholds
+from moderation.edges.policy_files import load_policy_dir, write_thresholds
 
 
 def test_thresholds_written_in_place_keeping_comments(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moderation.core.policy import Policy, PolicySet, load_policy_dir
+from moderation.core.policy import Policy, PolicySet
+from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, StoreError, apply_policies
 
 REPO = Path(__file__).resolve().parents[2]

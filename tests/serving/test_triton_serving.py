@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moderation.edges.encoders import LocalEncoder, RejectedImage, TritonEncoder
+from moderation.edges.encoders import RejectedImage, TritonEncoder
 from moderation.models.bundle import load_bundle
+from moderation.models.local_encoder import LocalEncoder
 from moderation.models.training.emoji_data import encode_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

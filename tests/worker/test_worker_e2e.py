@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from moderation.config import Settings
-from moderation.core.policy import Policy, PolicySet, load_policy_dir
+from moderation.core.policy import Policy, PolicySet
 from moderation.devtools.devstack import (
     ManagedProcess,
     http_ok,
@@ -23,6 +23,7 @@ from moderation.devtools.devstack import (
 )
 from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
+from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 from tests.pipeline_helpers import event, produce, read_outcomes
 from tests.worker import hostile_corpus as hc

@@ -21,7 +21,7 @@ from PIL import Image
 
 from moderation.core.policy import PolicySet
 from moderation.core.scoring import PolicyMatrix, score
-from moderation.edges.encoders import Encoder
+from moderation.edges.encoders import Encoder, compile_for
 from moderation.models.training import emoji_data as ed
 from moderation.models.training.eval_labels import (
     LOOKALIKES,
@@ -29,7 +29,6 @@ from moderation.models.training.eval_labels import (
     is_labelled,
     policies_of,
 )
-from moderation.tools.moderate import compile_for
 
 SPLIT_SEEDS = {"noto-val": 1001, "noto": 1002, "gemojione": 1003}
 CANVAS = 256
