@@ -30,7 +30,7 @@ from moderation.devtools.devstack import (
 from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.kafka_io import poll_keyed, read_from_start
-from moderation.worker.loop import CANARY
+from moderation.worker.triton_gate import CANARY
 from tests.pipeline_helpers import event, produce
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from moderation.contract.errors import EncoderError
-from moderation.worker import loop as worker_module
+from moderation.worker import loop, pipeline
 from tests.fakes import (
     BLUE,
     RED,
@@ -68,26 +68,26 @@ def test_an_unexpected_exception_dead_letters_only_that_upload(
         stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = FakeEncoder()
     if stage == "parse":
-        real_parse = worker_module.parse_upload
+        real_parse = loop.parse_upload
 
         def parse(value: bytes | None, *args: Any) -> Any:
             if value and b'"odd"' in value:
                 raise KeyError("surprise")
             return real_parse(value, *args)
-        monkeypatch.setattr(worker_module, "parse_upload", parse)
+        monkeypatch.setattr(loop, "parse_upload", parse)
     elif stage == "validate":
-        monkeypatch.setattr(worker_module, "inspect_image",
-                            _raise_for_odd(worker_module.inspect_image, TypeError("surprise")))
+        monkeypatch.setattr(pipeline, "inspect_image",
+                            _raise_for_odd(pipeline.inspect_image, TypeError("surprise")))
     elif stage == "infer":
         encoder = OddEncoder()
     else:
-        real_decide = worker_module.decide
+        real_decide = pipeline.decide
 
         def decide(uploads: Any, *args: Any) -> Any:
             if any(u.upload_id == "odd" for u, _ in uploads):
                 raise ZeroDivisionError("surprise")
             return real_decide(uploads, *args)
-        monkeypatch.setattr(worker_module, "decide", decide)
+        monkeypatch.setattr(pipeline, "decide", decide)
 
     values = [event(f"u{i}", RED if i % 2 else BLUE) for i in range(6)]
     values.insert(3, event("odd", ODD))
