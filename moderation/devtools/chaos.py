@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moderation.config import Settings
-from moderation.devtools import devstack
+from moderation.devtools import devstack, processes
 from moderation.devtools.provision import provision
 from moderation.edges.kafka_io import committed_offsets, poll_keyed, read_from_start, scoped_topics
 from moderation.tools.produce import produce_events
@@ -121,7 +121,7 @@ def run_chaos(settings: Settings, state_dir: Path, samples: list[Path], policies
                 outcomes.poll(100)
             victim = rng.randrange(workers)
             pid = procs[victim].pid
-            devstack.kill_pid(pid, signal.SIGKILL)
+            processes.kill_pid(pid, signal.SIGKILL)
             line = (f"kill -9 {n}/{kills}: chaos-worker-{victim} (pid {pid}) at "
                     f"{time.monotonic() - started:.1f} s, {outcomes.settled()} settled so far")
             report.kills.append(line)

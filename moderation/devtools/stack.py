@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moderation.config import Settings
-from moderation.devtools import devstack
+from moderation.devtools import devstack, processes
 from moderation.edges.net import port_open
 from moderation.serving.triton_backend import BUNDLE_ENV
 
@@ -39,10 +39,10 @@ def _write_state(settings: Settings, state: dict[str, Any]) -> None:
 
 def healthy(name: str, state: dict[str, Any]) -> bool:
     s = state.get(name)
-    if not s or not devstack._pid_alive(int(s["pid"])):
+    if not s or not processes._pid_alive(int(s["pid"])):
         return False
     if name == "triton":
-        return devstack.http_ok(f"http://127.0.0.1:{s['http']}/v2/health/ready")
+        return processes.http_ok(f"http://127.0.0.1:{s['http']}/v2/health/ready")
     return port_open(int(s["port"]))
 
 
@@ -68,7 +68,7 @@ def up(settings: Settings) -> dict[str, Any]:
         if healthy(name, state):
             continue
         if state.get(name):
-            devstack.stop_pid(int(state[name]["pid"]))
+            processes.stop_pid(int(state[name]["pid"]))
         state[name] = _start(name, settings)
         _write_state(settings, state)
     return state
@@ -78,7 +78,7 @@ def down(settings: Settings) -> None:
     state = read_state(settings)
     for name in reversed(SERVICES):
         if state.get(name):
-            devstack.stop_pid(int(state[name]["pid"]))
+            processes.stop_pid(int(state[name]["pid"]))
     for pid_file in settings.dev.state_dir.glob("*.pid"):
         pid_file.unlink(missing_ok=True)
     _state_file(settings).unlink(missing_ok=True)

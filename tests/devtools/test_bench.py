@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from moderation.devtools.bench import BenchConfig, format_report, measure_scoring, run_bench
+from moderation.devtools.bench import BenchConfig, format_report, run_bench
 from moderation.devtools.bench_images import encoded_uploads
+from moderation.devtools.bench_measures import measure_scoring
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import pytest
 
 from moderation.cli.main import main
 from moderation.config import Settings
-from moderation.devtools.devstack import _pid_alive
+from moderation.devtools.processes import _pid_alive
 from moderation.devtools.stack import SERVICES, read_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -2,7 +2,7 @@
 
 import time
 
-from moderation.devtools.devstack import free_port
+from moderation.devtools.processes import free_port
 from moderation.edges.decision_ledger import RedisDecisionLedger, ledger_key
 from moderation.edges.policy_store import StoreError
 

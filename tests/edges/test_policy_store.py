@@ -89,7 +89,7 @@ def test_workers_are_notified_of_new_versions(store: RedisPolicyStore) -> None:
 
 
 def test_redis_down_is_a_clear_error() -> None:
-    from moderation.devtools.devstack import free_port
+    from moderation.devtools.processes import free_port
 
     store = RedisPolicyStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
     policies = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x",)),))

@@ -16,7 +16,6 @@ import pytest
 from moderation.cli.main import main
 from moderation.config import Settings
 from moderation.devtools.devstack import (
-    ManagedProcess,
     TritonPorts,
     metric_value,
     start_redis,
@@ -25,6 +24,7 @@ from moderation.devtools.devstack import (
     start_worker,
     wait_for_partitions,
 )
+from moderation.devtools.processes import ManagedProcess
 from moderation.devtools.provision import provision
 from moderation.edges.kafka_io import committed_offsets, ensure_topics
 from tests.pipeline_helpers import event, produce_tracked, read_outcomes

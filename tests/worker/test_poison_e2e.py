@@ -20,13 +20,13 @@ from moderation import faults
 from moderation.config import Settings
 from moderation.contract.errors import EncoderError
 from moderation.devtools.devstack import (
-    ManagedProcess,
     TritonPorts,
     metric_value,
     start_triton,
     start_worker,
     wait_for_partitions,
 )
+from moderation.devtools.processes import ManagedProcess
 from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.kafka_io import poll_keyed, read_from_start

@@ -14,13 +14,8 @@ import pytest
 
 from moderation.config import Settings
 from moderation.core.policy import Policy, PolicySet
-from moderation.devtools.devstack import (
-    ManagedProcess,
-    http_ok,
-    metric_value,
-    start_worker,
-    wait_for_partitions,
-)
+from moderation.devtools.devstack import metric_value, start_worker, wait_for_partitions
+from moderation.devtools.processes import ManagedProcess, http_ok
 from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.policy_files import load_policy_dir
