@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from moderation.edges.attempt_counter import AttemptCounter, Coordinates
 from moderation.edges.kafka_io import Record
@@ -30,20 +31,22 @@ def poison_message(attempts: int, limit: int) -> str:
             "each time its worker died or Triton failed on it alone; not processed again")
 
 
+@dataclass(eq=False)
 class PoisonGuard:
-    def __init__(self, attempts: AttemptCounter | None, limit: int, metrics: Metrics) -> None:
-        self.attempts = attempts  # None: no guard (unit tests)
-        self.limit = limit
-        self.metrics = metrics
+    attempts: AttemptCounter | None  # None: no guard (unit tests)
+    limit: int
+    metrics: Metrics
+    alone_running: bool = False  # set by the main loop, cleared by the batch thread
+
+    def __post_init__(self) -> None:
         self._health = Availability(
-            log, metrics.attempt_errors, "attempt counter unavailable, the poison-record guard "
-            "is off until Redis answers", "attempt counter reachable again")
+            log, self.metrics.attempt_errors, "attempt counter unavailable, the "
+            "poison-record guard is off until Redis answers", "attempt counter reachable again")
         self._lock = threading.Lock()
         self._to_forget: list[Coordinates] = []
         # uploads to process alone, one at a time with nothing else in flight: an earlier
         # attempt did not finish, so any of them may be what kills a process
         self._alone: deque[Job] = deque()
-        self.alone_running = False  # set by the main loop, cleared by the batch thread
 
     # --- attempt counts ---------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,22 +39,21 @@ log = logging.getLogger(__name__)
 Embedded = list[tuple[Job, NDArray[Any]]]
 
 
+@dataclass(eq=False)
 class BatchPipeline:
-    def __init__(self, settings: Settings, encoder: Encoder, policies: LivePolicies,
-                 metrics: Metrics, outbox: Outbox, guard: PoisonGuard, gate: TritonGate,
-                 abandon: threading.Event, on_fatal: Callable[[BaseException], None]) -> None:
-        self.settings = settings
-        self.encoder = encoder
-        self.policies = policies
-        self.metrics = metrics
-        self.outbox = outbox
-        self.guard = guard
-        self.gate = gate
-        self._abandon = abandon  # set at shutdown: stop waiting, leave work uncommitted
-        self._on_fatal = on_fatal
-        self._faults = settings.faults.enabled
-        self.fetcher = Fetcher(settings.fetch.policy())
-        self._fetch_pool = ThreadPoolExecutor(settings.fetch.concurrency,
+    settings: Settings
+    encoder: Encoder
+    policies: LivePolicies
+    metrics: Metrics
+    outbox: Outbox
+    guard: PoisonGuard
+    gate: TritonGate
+    abandon: threading.Event  # set at shutdown: stop waiting, leave work uncommitted
+    on_fatal: Callable[[BaseException], None]
+
+    def __post_init__(self) -> None:
+        self.fetcher = Fetcher(self.settings.fetch.policy())
+        self._fetch_pool = ThreadPoolExecutor(self.settings.fetch.concurrency,
                                               thread_name_prefix="fetch")
 
     def shutdown(self) -> None:
@@ -82,7 +81,7 @@ class BatchPipeline:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: not about an upload
             log.exception("batch of %d stopped by %s; stopping the worker uncommitted",
                           len(jobs), type(exc).__name__)
-            self._on_fatal(exc)
+            self.on_fatal(exc)
         finally:
             if alone:
                 self.guard.alone_running = False
@@ -166,7 +165,7 @@ class BatchPipeline:
         limits = self.settings.images.limits()
         for job in jobs:
             try:
-                if self._faults:
+                if self.settings.faults.enabled:
                     faults.inject(job.image or b"", "worker")
                 inspect_image(job.image or b"", limits)
                 valid.append(job)
@@ -187,7 +186,7 @@ class BatchPipeline:
         one more attempt for that upload, which becomes a poison_record after
         ``max_attempts``. None when abandoned or handed on."""
         failures = 0
-        while not self._abandon.is_set():
+        while not self.abandon.is_set():
             try:
                 emb = self.encoder.embed_images([j.image or b"" for j in jobs])
             except RejectedImage as exc:
@@ -220,7 +219,7 @@ class BatchPipeline:
         return None
 
     def _await_policies(self) -> ActivePolicies | None:
-        while not self._abandon.is_set():
+        while not self.abandon.is_set():
             active = self.policies.active or self.policies.wait_loaded(0.5)
             if active is not None:
                 return active
