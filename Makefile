@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint eval train samples chaos bench clean
+.PHONY: setup demo test test-fast lint eval train samples chaos bench image clean
 
 setup: $(STAMP) $(SYSTEM_STAMP)
 
@@ -36,6 +36,10 @@ chaos: setup
 # pipeline vs raw encoder vs naive baseline on a fresh embedded stack (about 3 minutes)
 bench: setup
 	$(BIN)/moderation bench
+
+# the worker and triton-cpu images, built here with buildah (README: Deploy)
+image: setup
+	scripts/build-images.sh
 
 test: setup
 	$(BIN)/python -m pytest -q

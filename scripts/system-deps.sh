@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the project needs at run time: emoji art and CLDR names (demo model,
-# evaluation, sample rendering) and redis-server (the embedded stack).
+# Debian packages the project needs: emoji art and CLDR names (demo model, evaluation,
+# sample rendering), redis-server (the embedded stack), buildah and mmdebstrap (make image,
+# the container smoke test) and prometheus with promtool (alert rule tests, dashboard test).
 # Installs them with apt when missing and running as root; otherwise says what to run.
 set -euo pipefail
 declare -A need=(
@@ -8,6 +9,9 @@ declare -A need=(
   [unicode-cldr-core]=/usr/share/unicode/cldr/common/annotations/en.xml
   [ruby-gemojione]=/usr/share/rubygems-integration/all/gems
   [redis-server]=/usr/bin/redis-server
+  [buildah]=/usr/bin/buildah
+  [mmdebstrap]=/usr/bin/mmdebstrap
+  [prometheus]=/usr/bin/promtool
 )
 missing=()
 for pkg in "${!need[@]}"; do
