@@ -17,7 +17,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if not samples:
         raise ConfigError(f"no sample images in {args.samples}")
     return run_demo(settings, samples, Path(args.policies or settings.policies.dir),
-                    keep_stack=args.keep_stack, timeout_s=args.timeout)
+                    keep_stack=args.keep_stack, timeout_s=args.timeout, images=args.images)
 
 
 def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,6 +74,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dm.add_argument("--policies", help="policy directory (default: settings, 'policies')")
     dm.add_argument("--keep-stack", action="store_true",
                     help="leave the embedded stack running afterwards")
+    dm.add_argument("--images", action="store_true",
+                    help="run Triton and the worker inside the images make image builds "
+                    "(Kafka and Redis on this host)")
     dm.add_argument("--timeout", type=float, default=300.0,
                     help="seconds to wait for every decision")
     dm.set_defaults(func=cmd_demo)

@@ -2,27 +2,30 @@
 
 Starts the stack (unless it runs), applies ``policies/``, starts a worker process,
 produces the sample images as upload events, follows the decision and dead-letter topics
-until every upload has its answer, and prints what was decided.
+until every upload has its answer, and prints what was decided. With ``--images``,
+Triton and the worker run inside the images ``make image`` builds (containers.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moderation.config import Settings
-from moderation.devtools import devstack, stack
+from moderation.devtools import containers, devstack, processes, stack
+from moderation.devtools.processes import ManagedProcess
 from moderation.devtools.provision import provision
 from moderation.devtools.samples import SAMPLES
-from moderation.edges.kafka_io import poll_keyed, read_from_start
+from moderation.edges.kafka_io import ensure_topics, poll_keyed, read_from_start
 from moderation.models.training.eval_labels import policies_of
 from moderation.tools.produce import produce_files
 
@@ -125,34 +128,100 @@ def summary(outcomes: Sequence[Outcome]) -> str:
             f"median latency {p50} (event created to decision)")
 
 
-def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
-             keep_stack: bool = False, timeout_s: float = 300.0) -> int:
+@contextlib.contextmanager
+def host_services(settings: Settings, policies_dir: Path, keep_stack: bool
+                  ) -> Iterator[tuple[Settings, ManagedProcess]]:
+    """The embedded stack (Kafka, Redis, Triton) and a worker, as processes on this host."""
     settings, env, started = stack_settings(settings)
     worker = None
     try:
-        k = settings.kafka
         version = provision(settings, policies_dir)
         print(f"applied {policies_dir} as policy version {version}", file=sys.stderr)
         worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
         print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "
               f"log {worker.log_path}", file=sys.stderr)
         devstack.wait_for_partitions(worker, port, 120.0)
-        prefix = f"demo-{uuid.uuid4().hex[:8]}-"
-        produced = produce_files(k, samples, id_prefix=prefix)
-        ids = {p.upload_id: p.path.stem for p in produced}
-        outcomes = follow_results(settings, ids, timeout_s, progress=sys.stderr.isatty())
+        yield settings, worker
     finally:
         if worker is not None:
             worker.stop()
         if started and not keep_stack:
             stack.down(settings)
-    ordered = [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+
+
+@contextlib.contextmanager
+def image_services(settings: Settings, policies_dir: Path
+                   ) -> Iterator[tuple[Settings, ManagedProcess]]:
+    """Kafka and Redis on this host; Triton, ``policies apply`` and the worker inside the
+    images that ``make image`` builds (host network)."""
+    containers.require_images(containers.WORKER_IMAGE, containers.TRITON_CPU_IMAGE)
+    state = settings.dev.state_dir / "images"
+    procs: list[ManagedProcess] = []
+    try:
+        kafka, kafka_port = devstack.start_tansu(state)
+        procs.append(kafka)
+        redis, redis_port = devstack.start_redis(state)
+        procs.append(redis)
+        ports = devstack.TritonPorts.free()
+        triton = containers.start_in_image(
+            "triton-image", containers.TRITON_CPU_IMAGE,
+            ["triton-cpu", "--model-repository=/models", f"--http-port={ports.http}",
+             f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}"], state)
+        procs.append(triton)
+        print(f"triton in {containers.TRITON_CPU_IMAGE}: log {triton.log_path}", file=sys.stderr)
+        processes.wait_until(lambda: processes.http_ok(
+            f"http://127.0.0.1:{ports.http}/v2/health/ready"), triton, 300.0, "ready")
+        env = {"MODERATION_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+               "MODERATION_REDIS__URL": f"redis://127.0.0.1:{redis_port}/0",
+               "MODERATION_TRITON__URL": f"127.0.0.1:{ports.grpc}"}
+        os.environ.update(env)
+        settings = Settings()
+        k = settings.kafka
+        ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+        print(containers.run_in_image(
+            containers.WORKER_IMAGE, ["moderation", "policies", "apply", "/policies"], env,
+            [f"{policies_dir.resolve()}:/policies:ro"]).strip(), file=sys.stderr)
+        port = processes.free_port()
+        worker = containers.start_in_image(
+            "worker-image", containers.WORKER_IMAGE, ["moderation", "worker"], state,
+            {**env, "MODERATION_WORKER__HTTP_PORT": str(port)})
+        procs.append(worker)
+        print(f"worker in {containers.WORKER_IMAGE}: metrics http://127.0.0.1:{port}/metrics, "
+              f"log {worker.log_path}", file=sys.stderr)
+        processes.wait_until(lambda: processes.http_ok(f"http://127.0.0.1:{port}/healthz"),
+                             worker, 60.0, "serving /healthz")
+        devstack.wait_for_partitions(worker, port, 120.0)
+        yield settings, worker
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def demo_outcomes(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+                  keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False
+                  ) -> list[Outcome]:
+    """Every sample through Kafka and a worker; its outcome, in the order produced."""
+    services = (image_services(settings, policies_dir) if images
+                else host_services(settings, policies_dir, keep_stack))
+    with services as (settings, _worker):
+        prefix = f"demo-{uuid.uuid4().hex[:8]}-"
+        produced = produce_files(settings.kafka, samples, id_prefix=prefix)
+        ids = {p.upload_id: p.path.stem for p in produced}
+        outcomes = follow_results(settings, ids, timeout_s, progress=sys.stderr.isatty())
+    return [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+
+
+def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+             keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False) -> int:
+    ordered = demo_outcomes(settings, samples, policies_dir, keep_stack, timeout_s, images)
     print(format_table(ordered))
     print()
     print(summary(ordered))
     missing = [o.name for o in ordered if o.status == "undecided"]
     if missing:
+        where = "worker-image.log" if images else "worker-demo.log"
         print(f"error: no decision within {timeout_s:.0f} s for: {', '.join(missing)} "
-              f"(worker log: {settings.dev.state_dir / 'worker-demo.log'})", file=sys.stderr)
+              f"(worker log: {settings.dev.state_dir / ('images/' if images else '') / where})",
+              file=sys.stderr)
         return 1
     return 0
