@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from moderation.config import Settings
+from moderation.contract.errors import ConfigError
 from moderation.edges.encoders import Encoder
 
 
 def encoder_for(settings: Settings, local: bool, bundle: str | None) -> Encoder:
     if local:
+        try:
+            import torch  # noqa: F401  the models extra; the worker image has none
+        except ImportError as exc:
+            raise ConfigError("--local runs the model in this process and needs torch: "
+                              "pip install 'moderation[models]'") from exc
         from moderation.models.bundle import load_bundle
         from moderation.models.local_encoder import LocalEncoder
 
