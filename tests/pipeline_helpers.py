@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 from moderation.config import Settings
@@ -68,3 +69,18 @@ def produce_tracked(settings: Settings, items: list[tuple[str, bytes]]
         out[key] = (meta.partition, meta.offset)
     producer.close()
     return out
+
+
+def worker_env(kafka_bootstrap: str, redis_url: str, triton_url: str, name: str
+               ) -> dict[str, str]:
+    """Settings for a worker with topics, group and Redis keys of its own (``name`` + a
+    random suffix), on the session's broker, Redis and Triton."""
+    run = f"{name}-{uuid.uuid4().hex[:6]}"
+    return {"MODERATION_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
+            "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
+            "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
+            "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
+            "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",  # Tansu joins take half of it
+            "MODERATION_REDIS__URL": redis_url, "MODERATION_REDIS__KEY_PREFIX": run,
+            "MODERATION_TRITON__URL": triton_url}

@@ -9,7 +9,6 @@ import re
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from moderation.devtools.devstack import TritonPorts, start_worker, wait_for_par
 from moderation.devtools.processes import ManagedProcess, free_port, http_ok, spawn, wait_until
 from moderation.devtools.provision import provision
 from tests.deploy.chart import CHART, REPO
-from tests.pipeline_helpers import event, produce, read_outcomes
+from tests.pipeline_helpers import event, produce, read_outcomes, worker_env
 
 DASHBOARD = json.loads((CHART / "files" / "dashboard.json").read_text())
 METRIC = re.compile(r"\b((?:moderation|nv_inference)_[a-z_]+)\b")
@@ -62,15 +61,7 @@ def scraped_run(kafka_bootstrap: str, redis_url: str, triton_demo: str,
                 ) -> Iterator[Prometheus]:
     """A worker deciding uploads (flagged, allowed, one dead letter) while Prometheus
     scrapes it and Triton every second."""
-    run = uuid.uuid4().hex[:6]
-    env = {"MODERATION_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
-           "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
-           "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
-           "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
-           "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",
-           "MODERATION_REDIS__URL": redis_url, "MODERATION_REDIS__KEY_PREFIX": f"dash-{run}",
-           "MODERATION_TRITON__URL": triton_demo}
+    env = worker_env(kafka_bootstrap, redis_url, triton_demo, "dashboard")
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
         mp.setenv(k, v)
