@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moderation.cli.common import encoder_for
 from moderation.config import Settings
+from moderation.contract.errors import ConfigError
+
+if TYPE_CHECKING:
+    from moderation.edges.policy_store import RedisPolicyStore
 
 
 def cmd_moderate(args: argparse.Namespace, settings: Settings) -> int:
@@ -25,24 +32,59 @@ def cmd_moderate(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _author(args: argparse.Namespace) -> str:
+    return str(args.author or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown")
+
+
 def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.edges.policy_files import load_policy_dir
     from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
+    store = RedisPolicyStore.from_settings(settings.redis)
+    if args.action in ("list", "history", "rollback"):
+        return _stored_policies(args, store)
+    policies = load_policy_dir(Path(args.dir or settings.policies.dir))
+    if args.action == "validate":
+        print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
+        return 0
+    if args.action == "diff":
+        from moderation.core.policy_diff import diff_sets, format_diff
+
+        current = store.load()
+        print(f"changes from version {current.version} to {args.dir or settings.policies.dir}:")
+        print(format_diff(diff_sets(current.policies, policies)))
+        return 0
+    encoder = encoder_for(settings, args.local, None)
+    version = apply_policies(policies, encoder, store, _author(args), args.message or "")
+    print(f"applied {len(policies.policies)} policies as version {version}")
+    return 0
+
+
+def _stored_policies(args: argparse.Namespace, store: RedisPolicyStore) -> int:
     if args.action == "list":
-        stored = RedisPolicyStore.from_settings(settings.redis).load()
+        stored = store.load()
         print(f"version {stored.version}  model {stored.model}")
         for p in stored.policies.policies:
             print(f"  {p.name:<20} threshold {p.threshold:.3f}  {len(p.prompts)} prompts, "
                   f"{len(p.counter_prompts)} counter-prompts  action {p.action}")
         return 0
-    policies = load_policy_dir(Path(args.dir or settings.policies.dir))
-    if args.action == "validate":
-        print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
+    if args.action == "rollback":
+        if not (args.dir or "").isdigit():
+            raise ConfigError("policies rollback VERSION: VERSION is a number "
+                              "(moderation policies history lists them)")
+        version = store.rollback(int(args.dir), _author(args), args.message or "")
+        print(f"version {args.dir} is current again, as version {version}")
         return 0
-    encoder = encoder_for(settings, args.local, None)
-    version = apply_policies(policies, encoder, RedisPolicyStore.from_settings(settings.redis))
-    print(f"applied {len(policies.policies)} policies as version {version}")
+    entries = store.history()
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return 0
+    current = store.current_version()
+    for e in entries:
+        restored = f" (rollback to {e.rollback_of})" if e.rollback_of is not None else ""
+        mark = "*" if e.version == current else " "
+        print(f"{mark} v{e.version:<4} {e.applied_at}  {e.author or '-':<12} "
+              f"{len(e.policies)} policies  {e.message or '-'}{restored}")
     return 0
 
 
@@ -71,11 +113,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     m.add_argument("--policies", help="policy directory (default: settings, 'policies')")
     m.set_defaults(func=cmd_moderate)
 
-    pol = sub.add_parser("policies", help="validate, apply (to Redis) or list policy sets")
-    pol.add_argument("action", choices=["validate", "apply", "list"])
-    pol.add_argument("dir", nargs="?", help="policy directory (default: settings, 'policies')")
+    pol = sub.add_parser("policies", help="validate, apply (to Redis), list, diff, roll back "
+                         "policy sets and show their history")
+    pol.add_argument("action", choices=["validate", "apply", "list", "diff", "history",
+                                        "rollback"])
+    pol.add_argument("dir", nargs="?", help="policy directory (default: settings, 'policies'); "
+                     "rollback: the VERSION to make current again")
     pol.add_argument("--local", action="store_true",
                      help="apply: embed prompts in-process instead of through Triton")
+    pol.add_argument("-m", "--message", help="apply, rollback: why, for the history")
+    pol.add_argument("--author", help="apply, rollback: who (default: $USER)")
+    pol.add_argument("--json", action="store_true", help="history: print JSON")
     pol.set_defaults(func=cmd_policies)
 
     w = sub.add_parser("worker", help="consume uploads, publish decisions (runs until SIGTERM)")

@@ -4,6 +4,9 @@ Keys (prefix configurable, default ``moderation``):
     {p}:policies:next       INCR counter for new versions
     {p}:policies:v{N}       the set: policies, embedding model, prompt embeddings (JSON)
     {p}:policies:current    N of the active set; switched in the same MULTI as v{N} is written
+    {p}:policies:history    the audit trail: one JSON entry per applied version (who, when,
+                            why, rollback of which), appended in that same MULTI; nothing
+                            in this package edits or deletes it
     {p}:policies:changed    pub/sub channel; the message is N
     {p}:emb:{model}:{sha256(text)}   cached float32 text embedding
 """
@@ -14,7 +17,8 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,9 +46,22 @@ class StoredPolicySet:
         return compile_policies(self.policies, self.embeddings)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """One entry of the audit trail: which version was applied, when, by whom and why."""
+
+    version: int
+    applied_at: str  # RFC 3339, UTC
+    author: str
+    message: str
+    model: str
+    policies: tuple[str, ...]
+    rollback_of: int | None = None  # the earlier version this one restores
+
+
 class PolicyStore(Protocol):
-    def save(self, policies: PolicySet, model: str,
-             embeddings: Mapping[str, NDArray[Any]]) -> int: ...
+    def save(self, policies: PolicySet, model: str, embeddings: Mapping[str, NDArray[Any]],
+             author: str = "", message: str = "", rollback_of: int | None = None) -> int: ...
 
     def current_version(self) -> int | None: ...
 
@@ -85,11 +102,14 @@ class RedisPolicyStore:
         except self._redis.RedisError as exc:
             raise StoreError(f"Redis at {self.url}: cannot {what}: {exc}") from exc
 
-    def save(self, policies: PolicySet, model: str,
-             embeddings: Mapping[str, NDArray[Any]]) -> int:
-        """Store a new version and make it current atomically, then notify workers."""
+    def save(self, policies: PolicySet, model: str, embeddings: Mapping[str, NDArray[Any]],
+             author: str = "", message: str = "", rollback_of: int | None = None) -> int:
+        """Store a new version, record it in the audit trail and make it current, atomically;
+        then notify workers."""
         version = int(self._call("allocate a version", self.client.incr,
                                  f"{self.prefix}:policies:next"))
+        entry = Applied(version, datetime.now(UTC).isoformat(timespec="seconds"), author,
+                        message, model, policies.names, rollback_of)
         doc = {
             "version": version,
             "model": model,
@@ -99,6 +119,7 @@ class RedisPolicyStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.set(f"{self.prefix}:policies:v{version}", json.dumps(doc))
         pipe.set(f"{self.prefix}:policies:current", version)
+        pipe.rpush(f"{self.prefix}:policies:history", json.dumps(asdict(entry)))
         pipe.publish(self.channel, str(version))
         self._call("store the policy set", pipe.execute)
         return version
@@ -120,6 +141,23 @@ class RedisPolicyStore:
         policies = PolicySet(policies=tuple(Policy.model_validate(p) for p in doc["policies"]))
         emb = {t: _decode(v) for t, v in doc["embeddings"].items()}
         return StoredPolicySet(int(doc["version"]), str(doc["model"]), policies, emb)
+
+    def history(self) -> list[Applied]:
+        """Every applied version, oldest first."""
+        raw = self._call("read the policy history", self.client.lrange,
+                         f"{self.prefix}:policies:history", 0, -1)
+        out = []
+        for item in raw:
+            doc = json.loads(item)
+            out.append(Applied(**{**doc, "policies": tuple(doc["policies"])}))
+        return out
+
+    def rollback(self, version: int, author: str = "", message: str = "") -> int:
+        """Make an earlier version's set current again, as a new version (prompt embeddings
+        as stored with it, so no encoder is needed); workers switch as on any apply."""
+        old = self.load(version)
+        return self.save(old.policies, old.model, old.embeddings, author,
+                         message or f"rollback to version {version}", rollback_of=version)
 
     def notifications(self, timeout_s: float = 1.0) -> Iterator[int | None]:
         """Yields a version on each change notification, None after each quiet timeout."""
@@ -150,7 +188,8 @@ class RedisPolicyStore:
                        {self._cache_key(model, t): _encode(v) for t, v in embeddings.items()})
 
 
-def apply_policies(policies: PolicySet, encoder: Encoder, store: RedisPolicyStore) -> int:
+def apply_policies(policies: PolicySet, encoder: Encoder, store: RedisPolicyStore,
+                   author: str = "", message: str = "") -> int:
     """Embed every prompt (through the cache) and store the set as a new current version."""
     model = encoder.model_name
     texts = policies.texts()
@@ -160,4 +199,4 @@ def apply_policies(policies: PolicySet, encoder: Encoder, store: RedisPolicyStor
         fresh = dict(zip(missing, encoder.embed_texts(missing), strict=True))
         store.cache_embeddings(model, fresh)
         have.update(fresh)
-    return store.save(policies, model, have)
+    return store.save(policies, model, have, author, message)

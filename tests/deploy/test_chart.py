@@ -220,7 +220,7 @@ def test_the_policy_job_applies_the_repository_policies() -> None:
     jobs = {o["metadata"]["annotations"]["helm.sh/hook"]: o for o in of_kind(objects, "Job")}
     job = jobs["post-install,post-upgrade"]
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "policies", "apply", "/policies"]
+        "policies", "apply", "/policies", "--author", "helm:mod", "--message", "helm revision 1"]
     test_job = jobs["test"]["spec"]["template"]["spec"]["containers"][0]
     assert test_job["command"][:3] == ["python", "-m", "moderation.tools.roundtrip"]
 

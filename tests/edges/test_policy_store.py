@@ -1,6 +1,7 @@
 """The Redis policy store against a real redis-server (the encoder is a counting fake)."""
 
 import hashlib
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,3 +114,95 @@ def test_policies_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch,
     (tmp_path / "bad.yaml").write_text("name: x\nthreshold: 2\nprompts: [a]\n")
     assert main(["policies", "validate", str(tmp_path)]) == 2
     assert "bad.yaml: policy 'x': field 'threshold'" in capsys.readouterr().err
+
+
+def test_every_apply_and_rollback_is_in_the_history(store: RedisPolicyStore) -> None:
+    enc = CountingEncoder()
+    a = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x",)),))
+    b = PolicySet(policies=(Policy(name="a", threshold=0.5, prompts=("x",)),
+                            Policy(name="b", threshold=0.4, prompts=("y",))))
+    v1 = apply_policies(a, enc, store, author="ana", message="first rules")
+    v2 = apply_policies(b, enc, store, author="bo", message="stricter a, new b")
+    embedded = list(enc.embedded)
+    v3 = store.rollback(v1, author="cy")
+    assert (v1, v2, v3) == (1, 2, 3) and store.current_version() == 3
+    restored = store.load()
+    assert restored.policies == a and restored.model == "fake@1"
+    np.testing.assert_array_equal(restored.embeddings["x"], store.load(v1).embeddings["x"])
+    assert enc.embedded == embedded  # a rollback embeds nothing again
+    history = store.history()
+    assert [(e.version, e.author, e.message, e.policies, e.rollback_of) for e in history] == [
+        (1, "ana", "first rules", ("a",), None),
+        (2, "bo", "stricter a, new b", ("a", "b"), None),
+        (3, "cy", "rollback to version 1", ("a",), 1)]
+    assert all(e.applied_at.endswith("+00:00") for e in history)
+    with pytest.raises(StoreError, match="version 9 is missing"):
+        store.rollback(9)
+
+
+def test_a_rollback_reaches_a_following_worker_within_two_seconds(
+        store: RedisPolicyStore) -> None:
+    import time
+
+    from moderation.edges.live_policies import LivePolicies
+
+    enc = CountingEncoder()
+    a = PolicySet(policies=(Policy(name="a", threshold=0.3, prompts=("x",)),))
+    b = PolicySet(policies=(Policy(name="b", threshold=0.3, prompts=("y",)),))
+    apply_policies(a, enc, store)
+    apply_policies(b, enc, store)
+    live = LivePolicies(store, lambda: "fake@1")
+    stop = threading.Event()
+    follower = threading.Thread(target=live.follow, args=(stop,), daemon=True)
+    follower.start()
+    try:
+        assert live.wait_version(2, 10)
+        rolled_at = time.monotonic()
+        version = store.rollback(1, author="cy")
+        assert live.wait_version(version, 2.0)
+        assert time.monotonic() - rolled_at < 2.0
+        active = live.active
+        assert active is not None and active.matrix.names == ("a",)
+    finally:
+        stop.set()
+        follower.join(5)
+
+
+def test_policies_history_diff_and_rollback_cli(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    import json
+
+    from moderation.cli.main import main
+
+    monkeypatch.setenv("MODERATION_REDIS__URL", redis_url)
+    monkeypatch.setenv("MODERATION_REDIS__KEY_PREFIX", "test-history-cli")
+    assert main(["policies", "apply", str(REPO / "policies"), "--local", "--author", "ana",
+                 "-m", "defaults"]) == 0
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    for f in (REPO / "policies").glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "weapons.yaml":
+            text = re.sub(r"(?m)^threshold: [0-9.]+", "threshold: 0.9", text)
+        if f.name != "gambling.yaml":
+            (draft / f.name).write_text(text)
+    capsys.readouterr()
+    assert main(["policies", "diff", str(draft)]) == 0
+    diff = capsys.readouterr().out
+    assert "- gambling (removed)" in diff and "~ weapons (changed)" in diff
+    assert re.search(r"\n    threshold 0\.\d{3} -> 0\.900\n", diff)
+    assert main(["policies", "apply", str(draft), "--local", "--author", "bo",
+                 "-m", "no gambling"]) == 0
+    assert main(["policies", "rollback", "1", "--author", "cy"]) == 0
+    assert "version 1 is current again, as version 3" in capsys.readouterr().out
+    assert main(["policies", "history"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("* v3") and "(rollback to 1)" in lines[2]
+    assert "bo" in lines[1] and "no gambling" in lines[1]
+    assert main(["policies", "history", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["author"] for e in entries] == ["ana", "bo", "cy"]
+    assert len(entries[1]["policies"]) == 6
+    assert main(["policies", "rollback", "latest"]) == 2
+    assert "VERSION is a number" in capsys.readouterr().err
