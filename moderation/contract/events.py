@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any, Literal, NamedTuple
@@ -170,8 +170,9 @@ class Verdict(NamedTuple):
     policy: str
     score: float
     threshold: float
-    flagged: bool
+    flagged: bool  # the policy matched (for a shadow policy too)
     top_prompt: str
+    action: str = "flag"  # flag | shadow: a shadow match never changes the decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,22 +189,25 @@ class Decision:
     model: str
     decided_at: datetime
     latency_ms: float
+    shadow_flagged_policies: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, upload_id: str, verdicts: Sequence[Verdict], policy_version: int,
               model: str, started: datetime, now: datetime | None = None) -> Decision:
         now = now or datetime.now(UTC)
-        flagged = [v.policy for v in verdicts if v.flagged]
+        flagged = [v.policy for v in verdicts if v.flagged and v.action == "flag"]
+        shadow = [v.policy for v in verdicts if v.flagged and v.action == "shadow"]
         return cls(upload_id, "flag" if flagged else "allow", flagged, verdicts,
                    policy_version, model, now,
-                   round((now - started).total_seconds() * 1000, 3))
+                   round((now - started).total_seconds() * 1000, 3), shadow)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "upload_id": self.upload_id, "decision": self.decision,
             "flagged_policies": self.flagged_policies,
+            "shadow_flagged_policies": self.shadow_flagged_policies,
             "verdicts": [{"policy": p, "score": s, "threshold": t, "flagged": f,
-                          "top_prompt": tp} for p, s, t, f, tp in self.verdicts],
+                          "top_prompt": tp, "action": a} for p, s, t, f, tp, a in self.verdicts],
             "policy_version": self.policy_version, "model": self.model,
             "decided_at": self.decided_at.isoformat().replace("+00:00", "Z"),
             "latency_ms": self.latency_ms,

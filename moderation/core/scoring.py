@@ -37,6 +37,7 @@ class PolicyMatrix:
     prompt_index: NDArray[Any]  # [K, maxP] rows into prompt_emb, -1 = padding
     counter_emb: NDArray[Any]  # [C, D]
     counter_index: NDArray[Any]  # [K, maxC] rows into counter_emb, -1 = padding
+    actions: tuple[str, ...] = ()  # per policy: flag or shadow (empty: all flag)
 
 
 def _index(groups: Sequence[int]) -> NDArray[Any]:
@@ -70,6 +71,7 @@ def compile_policies(policies: PolicySet, embeddings: Mapping[str, NDArray[Any]]
         prompt_index=_index([len(p.prompts) for p in ps]),
         counter_emb=stack(counter_texts),
         counter_index=_index([len(p.counter_prompts) for p in ps]),
+        actions=tuple(p.action for p in ps),
     )
 
 
@@ -114,7 +116,8 @@ def verdicts(scores: Scores, matrix: PolicyMatrix, row: int) -> list[Verdict]:
     flagged_row = scores.flagged[row].tolist()
     top_row = scores.top_prompt[row].tolist()
     thresholds = matrix.thresholds.astype(np.float64).tolist()
-    return [Verdict(name, sc, th, fl, prompts[top])
-            for name, sc, th, fl, top, prompts in zip(matrix.names, score_row, thresholds,
-                                                      flagged_row, top_row, matrix.prompts,
-                                                      strict=True)]
+    actions = matrix.actions or ("flag",) * len(matrix.names)
+    return [Verdict(name, sc, th, fl, prompts[top], action)
+            for name, sc, th, fl, top, prompts, action in zip(
+                matrix.names, score_row, thresholds, flagged_row, top_row, matrix.prompts,
+                actions, strict=True)]

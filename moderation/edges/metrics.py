@@ -31,6 +31,9 @@ class Metrics:
         self.flags = Counter(
             f"{p}_flags_total", "Policies flagged in published decisions", ["policy"],
             registry=registry)
+        self.shadow_flags = Counter(
+            f"{p}_shadow_flags_total", "Shadow policies that matched in published decisions "
+            "(reported, never flagging)", ["policy"], registry=registry)
         self.batch_size = Histogram(
             f"{p}_batch_size", "Images per inference batch", buckets=_BATCH_BUCKETS,
             registry=registry)

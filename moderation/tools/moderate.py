@@ -61,7 +61,7 @@ def moderate_files(
             s = score(emb, matrix)
             for row, (i, _) in enumerate(good):
                 vs = verdicts(s, matrix, row)
-                flagged = [v.policy for v in vs if v.flagged]
+                flagged = [v.policy for v in vs if v.flagged and v.action == "flag"]
                 results[i] = FileResult(str(paths[i]), "flag" if flagged else "allow",
                                         flagged, vs)
     return [results[i] for i in range(len(paths))]

@@ -124,6 +124,8 @@ class Outbox:
             m.decisions.labels(d.decision).inc()
             for policy in d.flagged_policies:
                 m.flags.labels(policy).inc()
+            for policy in d.shadow_flagged_policies:
+                m.shadow_flags.labels(policy).inc()
             # decided_at - latency = the event's creation; the ack is when it is really out
             m.end_to_end_seconds.observe(
                 max(0.0, (datetime.now(UTC) - d.decided_at).total_seconds() + d.latency_ms / 1000))

@@ -83,13 +83,32 @@ def test_decision_json_contract() -> None:
     d = Decision.build("u-1", verdicts, policy_version=7, model="clip_image:demo",
                        started=started, now=started + timedelta(milliseconds=42))
     doc = json.loads(d.to_bytes())
-    assert set(doc) == {"upload_id", "decision", "flagged_policies", "verdicts",
-                        "policy_version", "model", "decided_at", "latency_ms"}
+    assert set(doc) == {"upload_id", "decision", "flagged_policies", "shadow_flagged_policies",
+                        "verdicts", "policy_version", "model", "decided_at", "latency_ms"}
     assert doc["decision"] == "flag" and doc["flagged_policies"] == ["weapons"]
     assert doc["latency_ms"] == 42.0 and doc["policy_version"] == 7
-    assert set(doc["verdicts"][0]) == {"policy", "score", "threshold", "flagged", "top_prompt"}
+    assert set(doc["verdicts"][0]) == {"policy", "score", "threshold", "flagged", "top_prompt",
+                                       "action"}
+    assert doc["verdicts"][0]["action"] == "flag" and doc["shadow_flagged_policies"] == []
     allow = Decision.build("u-2", verdicts[1:], 7, "m", started)
     assert allow.decision == "allow" and allow.flagged_policies == []
+
+
+def test_a_matching_shadow_policy_is_reported_but_never_flags() -> None:
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    shadow = Verdict("syringes", 0.7, 0.4, True, "a syringe", "shadow")
+    quiet = Verdict("alcohol", 0.12, 0.39, False, "a glass of beer")
+    d = Decision.build("u-3", [shadow, quiet], 8, "m", started)
+    assert d.decision == "allow" and d.flagged_policies == []
+    assert d.shadow_flagged_policies == ["syringes"]
+    doc = json.loads(d.to_bytes())
+    assert doc["verdicts"][0] == {"policy": "syringes", "score": 0.7, "threshold": 0.4,
+                                  "flagged": True, "top_prompt": "a syringe",
+                                  "action": "shadow"}
+    both = Decision.build("u-4", [shadow, Verdict("weapons", 0.6, 0.4, True, "a gun")], 8,
+                          "m", started)
+    assert both.decision == "flag" and both.flagged_policies == ["weapons"]
+    assert both.shadow_flagged_policies == ["syringes"]
 
 
 def test_dead_letter_headers_keep_the_original() -> None:

@@ -67,3 +67,11 @@ def test_broken_yaml_and_empty_dir(tmp_path: Path) -> None:
     write(tmp_path, "p.yaml", "name: [unclosed\n")
     with pytest.raises(PolicyError, match=r"p\.yaml: cannot read YAML"):
         load_policy_dir(tmp_path)
+
+
+def test_the_action_is_flag_or_shadow(tmp_path: Path) -> None:
+    write(tmp_path, "watch.yaml", "name: watch\nthreshold: 0.3\nprompts: [a]\naction: shadow\n")
+    assert load_policy_dir(tmp_path).policies[0].action == "shadow"
+    write(tmp_path, "watch.yaml", "name: watch\nthreshold: 0.3\nprompts: [a]\naction: ban\n")
+    with pytest.raises(PolicyError, match="policy 'watch': field 'action'"):
+        load_policy_dir(tmp_path)

@@ -20,7 +20,7 @@ def check_knife_and_dog(results: list[dict], paths: dict[str, Path]) -> None:  #
     assert dog["decision"] == "allow" and dog["flagged_policies"] == []
     assert {v["policy"] for v in knife["verdicts"]} >= {"weapons", "alcohol", "gambling"}
     for v in knife["verdicts"]:
-        assert set(v) == {"policy", "score", "threshold", "flagged", "top_prompt"}
+        assert set(v) == {"policy", "score", "threshold", "flagged", "top_prompt", "action"}
 
 
 def test_local_json(capsys: pytest.CaptureFixture[str], knife_and_dog: dict[str, Path]) -> None:

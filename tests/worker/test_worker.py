@@ -309,3 +309,27 @@ def test_a_partition_assigned_back_mid_poll_restarts_at_its_committed_offset() -
     decided = {json.loads(v or b"")["upload_id"] for _, _, v, _ in pub.on(DECISIONS)}
     assert decided == {f"u{i}" for i in range(16)}
     assert consumer.last_committed() == {TP("uploads", 0): 16}
+
+
+def test_a_shadow_policy_is_reported_and_counted_but_never_flags() -> None:
+    from moderation.core.policy import Policy
+
+    source = FakeSource()
+    blue = Policy(name="blue_things", threshold=0.5, prompts=("blue",), action="shadow")
+    source.publish(policy_set(extra=[blue]))
+    consumer = FakeConsumer(records([event("blue-1", BLUE), event("red-1", RED)]))
+    worker, pub, metrics = make_worker(consumer, source=source)
+    worker.run(idle_exit_s=0.3)
+    decisions = {json.loads(v or b"")["upload_id"]: json.loads(v or b"")
+                 for _, _, v, _ in pub.on(DECISIONS)}
+    assert decisions["blue-1"]["decision"] == "allow"
+    assert decisions["blue-1"]["flagged_policies"] == []
+    assert decisions["blue-1"]["shadow_flagged_policies"] == ["blue_things"]
+    shadow = decisions["blue-1"]["verdicts"][1]
+    assert shadow["policy"] == "blue_things" and shadow["flagged"] and shadow[
+        "action"] == "shadow"
+    assert decisions["red-1"]["decision"] == "flag"
+    assert decisions["red-1"]["shadow_flagged_policies"] == []
+    assert metrics.shadow_flags.labels("blue_things")._value.get() == 1
+    assert metrics.flags.labels("red_things")._value.get() == 1
+    assert metrics.decisions.labels("allow")._value.get() == 1
