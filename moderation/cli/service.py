@@ -40,13 +40,13 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.edges.policy_files import load_policy_dir
     from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
-    store = RedisPolicyStore.from_settings(settings.redis)
     if args.action in ("list", "history", "rollback"):
-        return _stored_policies(args, store)
+        return _stored_policies(args, RedisPolicyStore.from_settings(settings.redis))
     policies = load_policy_dir(Path(args.dir or settings.policies.dir))
     if args.action == "validate":
         print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
         return 0
+    store = RedisPolicyStore.from_settings(settings.redis)
     if args.action == "diff":
         from moderation.core.policy_diff import diff_sets, format_diff
 

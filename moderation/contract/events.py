@@ -195,8 +195,11 @@ class Decision:
     def build(cls, upload_id: str, verdicts: Sequence[Verdict], policy_version: int,
               model: str, started: datetime, now: datetime | None = None) -> Decision:
         now = now or datetime.now(UTC)
-        flagged = [v.policy for v in verdicts if v.flagged and v.action == "flag"]
-        shadow = [v.policy for v in verdicts if v.flagged and v.action == "shadow"]
+        flagged: list[str] = []
+        shadow: list[str] = []
+        for v in verdicts:
+            if v.flagged:
+                (flagged if v.action == "flag" else shadow).append(v.policy)
         return cls(upload_id, "flag" if flagged else "allow", flagged, verdicts,
                    policy_version, model, now,
                    round((now - started).total_seconds() * 1000, 3), shadow)

@@ -163,3 +163,10 @@ def to_tensor(img: Image.Image, spec: Preprocess) -> NDArray[Any]:
 
 def preprocess(img: Image.Image, spec: Preprocess) -> NDArray[Any]:
     return to_tensor(resize_center_crop(to_rgb(img), spec.size, spec.resample), spec)
+
+
+def solid_png(size: int, rgb: tuple[int, int, int]) -> bytes:
+    """A tiny known-good image: the worker's Triton canary, the liveness probe, helm test."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), rgb).save(buf, "PNG")
+    return buf.getvalue()

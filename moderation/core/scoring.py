@@ -37,7 +37,7 @@ class PolicyMatrix:
     prompt_index: NDArray[Any]  # [K, maxP] rows into prompt_emb, -1 = padding
     counter_emb: NDArray[Any]  # [C, D]
     counter_index: NDArray[Any]  # [K, maxC] rows into counter_emb, -1 = padding
-    actions: tuple[str, ...] = ()  # per policy: flag or shadow (empty: all flag)
+    actions: tuple[str, ...]  # per policy: flag or shadow
 
 
 def _index(groups: Sequence[int]) -> NDArray[Any]:
@@ -116,8 +116,7 @@ def verdicts(scores: Scores, matrix: PolicyMatrix, row: int) -> list[Verdict]:
     flagged_row = scores.flagged[row].tolist()
     top_row = scores.top_prompt[row].tolist()
     thresholds = matrix.thresholds.astype(np.float64).tolist()
-    actions = matrix.actions or ("flag",) * len(matrix.names)
     return [Verdict(name, sc, th, fl, prompts[top], action)
             for name, sc, th, fl, top, prompts, action in zip(
                 matrix.names, score_row, thresholds, flagged_row, top_row, matrix.prompts,
-                actions, strict=True)]
+                matrix.actions, strict=True)]

@@ -23,9 +23,9 @@ from typing import Any
 from moderation.config import Settings
 from moderation.devtools import containers, devstack, processes, stack
 from moderation.devtools.processes import ManagedProcess
-from moderation.devtools.provision import provision
+from moderation.devtools.provision import create_topics, provision
 from moderation.devtools.samples import SAMPLES
-from moderation.edges.kafka_io import ensure_topics, poll_keyed, read_from_start
+from moderation.edges.kafka_io import poll_keyed, read_from_start
 from moderation.models.training.eval_labels import policies_of
 from moderation.tools.produce import produce_files
 
@@ -176,8 +176,7 @@ def image_services(settings: Settings, policies_dir: Path
                "MODERATION_TRITON__URL": f"127.0.0.1:{ports.grpc}"}
         os.environ.update(env)
         settings = Settings()
-        k = settings.kafka
-        ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+        create_topics(settings)
         print(containers.run_in_image(
             containers.WORKER_IMAGE, ["moderation", "policies", "apply", "/policies"], env,
             [f"{policies_dir.resolve()}:/policies:ro"]).strip(), file=sys.stderr)

@@ -11,11 +11,16 @@ from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
 
-def provision(settings: Settings, policies_dir: Path) -> int:
-    """Create the input, decision and dead-letter topics where missing, and apply
-    ``policies_dir`` through Triton's text encoder; returns the new policy version."""
+def create_topics(settings: Settings) -> None:
+    """The input, decision and dead-letter topics, where missing."""
     k = settings.kafka
     ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+
+
+def provision(settings: Settings, policies_dir: Path) -> int:
+    """Create the three topics where missing, and apply ``policies_dir`` through Triton's
+    text encoder; returns the new policy version."""
+    create_topics(settings)
     return apply_policies(load_policy_dir(policies_dir),
                           TritonEncoder.from_settings(settings.triton),
                           RedisPolicyStore.from_settings(settings.redis))

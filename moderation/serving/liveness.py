@@ -10,7 +10,6 @@ word to ``clip_text`` over HTTP and fails unless both answer.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import struct
 import sys
@@ -18,13 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-
-def _png() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (128, 128, 128)).save(buf, "PNG")
-    return buf.getvalue()
+from moderation.core.images import solid_png
 
 
 def _infer(url: str, model: str, body: bytes, json_length: int | None, timeout_s: float) -> None:
@@ -39,7 +32,7 @@ def _infer(url: str, model: str, body: bytes, json_length: int | None, timeout_s
 
 
 def check(url: str, timeout_s: float) -> None:
-    image = _png()
+    image = solid_png(16, (128, 128, 128))
     tensor = struct.pack("<I", len(image)) + image  # one BYTES element: length, then bytes
     header = json.dumps({
         "inputs": [{"name": "IMAGE", "shape": [1, 1], "datatype": "BYTES",

@@ -9,7 +9,6 @@ Exit status 0 when a decision came back in time, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -17,15 +16,8 @@ import uuid
 from collections.abc import Sequence
 
 from moderation.config import KafkaSettings, Settings
+from moderation.core.images import solid_png
 from moderation.tools.produce import produce_events
-
-
-def probe_image() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (40, 120, 200)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def roundtrip(kafka: KafkaSettings, timeout_s: float) -> tuple[str, dict[str, object] | None]:
@@ -42,7 +34,7 @@ def roundtrip(kafka: KafkaSettings, timeout_s: float) -> tuple[str, dict[str, ob
         for tp in tps:
             consumer.position(tp)  # resolve "end" now, before the upload goes out
         upload_id = f"helm-test-{uuid.uuid4().hex[:12]}"
-        produce_events(kafka, [probe_image()], [upload_id])
+        produce_events(kafka, [solid_png(64, (40, 120, 200))], [upload_id])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():

@@ -4,29 +4,21 @@ embeds again."""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 
 from moderation.contract.errors import EncoderError, EncoderUnavailable
+from moderation.core.images import solid_png
 from moderation.edges.encoders import Encoder
 from moderation.edges.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def _canary_image() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (128, 128, 128)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 # a known-good image: when it embeds, Triton is healthy, so a failure just before or after
 # it was about the uploads sent, not an outage
-CANARY = _canary_image()
+CANARY = solid_png(16, (128, 128, 128))
 
 
 def error_kind(exc: EncoderError) -> str:

@@ -9,7 +9,6 @@ Fault markers (``moderation.faults``) are enabled only in this module's worker a
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.kafka_io import poll_keyed, read_from_start
 from moderation.worker.triton_gate import CANARY
-from tests.pipeline_helpers import event, produce
+from tests.pipeline_helpers import event, produce, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -116,19 +115,7 @@ class Run:
 
 def _start(kafka_bootstrap: str, redis_url: str, triton: TritonSupervisor, tmp: Path,
            **extra: str) -> Run:
-    run = uuid.uuid4().hex[:6]
-    env = {
-        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
-        "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
-        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
-        "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
-        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "MODERATION_REDIS__URL": redis_url,
-        "MODERATION_REDIS__KEY_PREFIX": f"poison-{run}",
-        "MODERATION_TRITON__URL": triton.url,
-        **FAULTS, **extra,
-    }
+    env = {**worker_env(kafka_bootstrap, redis_url, triton.url, "poison"), **FAULTS, **extra}
     mp = pytest.MonkeyPatch()
     for key, value in env.items():
         mp.setenv(key, value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from moderation.devtools.provision import provision
 from moderation.edges.encoders import TritonEncoder
 from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, apply_policies
-from tests.pipeline_helpers import event, produce, read_outcomes
+from tests.pipeline_helpers import event, produce, read_outcomes, worker_env
 from tests.worker import hostile_corpus as hc
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -41,21 +40,12 @@ class Pipeline:
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    run = uuid.uuid4().hex[:6]
     env = {
-        "MODERATION_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
-        "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
-        "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
-        "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
-        "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",  # Tansu joins take half of it
+        **worker_env(kafka_bootstrap, redis_url, triton_demo, "e2e"),
         "MODERATION_KAFKA__MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
         "MODERATION_IMAGES__MAX_BYTES": str(hc.MAX_IMAGE_BYTES),
         "MODERATION_IMAGES__MAX_PIXELS": str(hc.MAX_PIXELS),
         "MODERATION_IMAGES__MAX_FRAMES": str(hc.MAX_FRAMES),
-        "MODERATION_REDIS__URL": redis_url,
-        "MODERATION_REDIS__KEY_PREFIX": f"e2e-{run}",
-        "MODERATION_TRITON__URL": triton_demo,
     }
     mp = pytest.MonkeyPatch()
     for k, v in env.items():
