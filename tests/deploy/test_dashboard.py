@@ -107,9 +107,10 @@ def scraped_run(kafka_bootstrap: str, redis_url: str, triton_demo: str,
                 break
             assert time.monotonic() < deadline, "Prometheus never saw every upload settled"
             time.sleep(0.5)  # polls Prometheus for the condition
-        seen = scrapes()
-        while not all(n >= seen[job] + 2 for job, n in scrapes().items()):
-            assert time.monotonic() < deadline, "Prometheus stopped scraping"
+        seen = scrapes()  # a target not scraped yet has no count: 0
+        jobs = ("moderation-worker", "triton")
+        while not all((now := scrapes()).get(job, 0) >= seen.get(job, 0) + 2 for job in jobs):
+            assert time.monotonic() < deadline, f"Prometheus stopped scraping: {now}"
             time.sleep(0.5)  # polls Prometheus for the condition
         yield prometheus
     finally:
