@@ -42,6 +42,8 @@ class KafkaSettings(_Section):
     input_topic: str = Field("uploads", description="upload events consumed")
     decision_topic: str = Field("moderation.decisions", description="decisions published")
     dead_letter_topic: str = Field("moderation.dlq", description="undecidable input, with reason")
+    review_topic: str = Field("moderation.review", description="uploads a review-action policy "
+                              "matched, with their decision, for a human queue")
     group_id: str = Field("moderation", description="consumer group of the workers")
     session_timeout_ms: int = Field(10_000, gt=0, description="consumer group session timeout")
     max_poll_records: int = Field(256, gt=0, description="records fetched per poll")

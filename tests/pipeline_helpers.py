@@ -80,6 +80,7 @@ def worker_env(kafka_bootstrap: str, redis_url: str, triton_url: str, name: str
             "MODERATION_KAFKA__INPUT_TOPIC": f"uploads-{run}",
             "MODERATION_KAFKA__DECISION_TOPIC": f"decisions-{run}",
             "MODERATION_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{run}",
+            "MODERATION_KAFKA__REVIEW_TOPIC": f"review-{run}",
             "MODERATION_KAFKA__GROUP_ID": f"group-{run}",
             "MODERATION_KAFKA__SESSION_TIMEOUT_MS": "6000",  # Tansu joins take half of it
             "MODERATION_REDIS__URL": redis_url, "MODERATION_REDIS__KEY_PREFIX": run,

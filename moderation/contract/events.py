@@ -172,7 +172,7 @@ class Verdict(NamedTuple):
     threshold: float
     flagged: bool  # the policy matched (for a shadow policy too)
     top_prompt: str
-    action: str = "flag"  # flag | shadow: a shadow match never changes the decision
+    action: str = "flag"  # flag | shadow | review: only a flag match changes the decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,25 +190,28 @@ class Decision:
     decided_at: datetime
     latency_ms: float
     shadow_flagged_policies: list[str] = field(default_factory=list)
+    review_policies: list[str] = field(default_factory=list)  # also sent to the review topic
 
     @classmethod
     def build(cls, upload_id: str, verdicts: Sequence[Verdict], policy_version: int,
               model: str, started: datetime, now: datetime | None = None) -> Decision:
         now = now or datetime.now(UTC)
-        flagged: list[str] = []
-        shadow: list[str] = []
+        matched: dict[str, list[str]] = {"flag": [], "shadow": [], "review": []}
         for v in verdicts:
             if v.flagged:
-                (flagged if v.action == "flag" else shadow).append(v.policy)
+                matched[v.action].append(v.policy)
+        flagged = matched["flag"]
         return cls(upload_id, "flag" if flagged else "allow", flagged, verdicts,
                    policy_version, model, now,
-                   round((now - started).total_seconds() * 1000, 3), shadow)
+                   round((now - started).total_seconds() * 1000, 3), matched["shadow"],
+                   matched["review"])
 
     def to_json(self) -> dict[str, Any]:
         return {
             "upload_id": self.upload_id, "decision": self.decision,
             "flagged_policies": self.flagged_policies,
             "shadow_flagged_policies": self.shadow_flagged_policies,
+            "review_policies": self.review_policies,
             "verdicts": [{"policy": p, "score": s, "threshold": t, "flagged": f,
                           "top_prompt": tp, "action": a} for p, s, t, f, tp, a in self.verdicts],
             "policy_version": self.policy_version, "model": self.model,

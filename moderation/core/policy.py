@@ -23,8 +23,10 @@ class Policy(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     # flag: a match flags the upload; shadow: a match is scored and reported (verdict,
-    # shadow_flagged_policies, moderation_shadow_flags_total) but never changes the decision
-    action: Literal["flag", "shadow"] = "flag"
+    # shadow_flagged_policies, moderation_shadow_flags_total) but never changes the decision;
+    # review: a match leaves the decision to the other policies and also sends the upload
+    # to the review topic for a human queue
+    action: Literal["flag", "shadow", "review"] = "flag"
     threshold: float = Field(ge=-1.0, le=1.0)
     counter_margin: float = Field(0.05, ge=0.0, le=1.0)
     prompts: tuple[str, ...] = Field(min_length=1)

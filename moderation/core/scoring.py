@@ -37,7 +37,7 @@ class PolicyMatrix:
     prompt_index: NDArray[Any]  # [K, maxP] rows into prompt_emb, -1 = padding
     counter_emb: NDArray[Any]  # [C, D]
     counter_index: NDArray[Any]  # [K, maxC] rows into counter_emb, -1 = padding
-    actions: tuple[str, ...]  # per policy: flag or shadow
+    actions: tuple[str, ...]  # per policy: flag, shadow or review
 
 
 def _index(groups: Sequence[int]) -> NDArray[Any]:

@@ -186,6 +186,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "MODERATION_KAFKA__INPUT_TOPIC": k.input_topic,
         "MODERATION_KAFKA__DECISION_TOPIC": k.decision_topic,
         "MODERATION_KAFKA__DEAD_LETTER_TOPIC": k.dead_letter_topic,
+        "MODERATION_KAFKA__REVIEW_TOPIC": k.review_topic,
         "MODERATION_KAFKA__GROUP_ID": k.group_id,
         "MODERATION_KAFKA__SESSION_TIMEOUT_MS": str(k.session_timeout_ms),
         "MODERATION_REDIS__URL": r.url,

@@ -1,4 +1,4 @@
-"""Getting an (embedded or test) stack ready for a worker: the three topics and a policy set."""
+"""Getting an (embedded or test) stack ready for a worker: its topics and a policy set."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from moderation.edges.policy_store import RedisPolicyStore, apply_policies
 
 
 def create_topics(settings: Settings) -> None:
-    """The input, decision and dead-letter topics, where missing."""
+    """The input, decision, dead-letter and review topics, where missing."""
     k = settings.kafka
-    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
+    ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic, k.review_topic])
 
 
 def provision(settings: Settings, policies_dir: Path) -> int:
-    """Create the three topics where missing, and apply ``policies_dir`` through Triton's
+    """Create the topics where missing, and apply ``policies_dir`` through Triton's
     text encoder; returns the new policy version."""
     create_topics(settings)
     return apply_policies(load_policy_dir(policies_dir),

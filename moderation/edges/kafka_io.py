@@ -189,8 +189,10 @@ def committed_offsets(settings: KafkaSettings, partitions: Iterable[int]
 
 
 def scoped_topics(settings: KafkaSettings, prefix: str) -> KafkaSettings:
-    """Settings with their own ``{prefix}-uploads``/``-decisions``/``-dlq`` topics and
-    ``{prefix}`` group, so a run (bench, chaos) shares the broker with nothing else."""
+    """Settings with their own ``{prefix}-uploads``/``-decisions``/``-dlq``/``-review``
+    topics and ``{prefix}`` group, so a run (bench, chaos) shares the broker with nothing
+    else."""
     return settings.model_copy(update={
         "input_topic": f"{prefix}-uploads", "decision_topic": f"{prefix}-decisions",
-        "dead_letter_topic": f"{prefix}-dlq", "group_id": prefix})
+        "dead_letter_topic": f"{prefix}-dlq", "review_topic": f"{prefix}-review",
+        "group_id": prefix})

@@ -34,6 +34,9 @@ class Metrics:
         self.shadow_flags = Counter(
             f"{p}_shadow_flags_total", "Shadow policies that matched in published decisions "
             "(reported, never flagging)", ["policy"], registry=registry)
+        self.reviews = Counter(
+            f"{p}_reviews_total", "Uploads sent to the review topic, by the review policy "
+            "that matched", ["policy"], registry=registry)
         self.batch_size = Histogram(
             f"{p}_batch_size", "Images per inference batch", buckets=_BATCH_BUCKETS,
             registry=registry)

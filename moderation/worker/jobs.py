@@ -30,9 +30,18 @@ class Job:
         return (self.record.topic, self.record.partition, self.record.offset)
 
 
+@dataclass(eq=False)
+class Pending:
+    """Sends of one record still unacknowledged (its decision and its review record): the
+    record settles when the last is acknowledged."""
+
+    remaining: int
+
+
 @dataclass(frozen=True)
 class Send:
-    """One decision or dead letter on its way to the broker, and what its ack settles."""
+    """One decision, review record or dead letter on its way to the broker, and what its
+    ack settles."""
 
     tp: TP
     epoch: int
@@ -43,6 +52,8 @@ class Send:
     headers: Headers
     decision: Decision | None = None
     error_type: str | None = None
+    review: bool = False  # the copy for the review topic (the decision is sent apart)
+    pending: Pending | None = None  # shared by a record's sends when it has several
     attempt: int = 0
     not_before: float = 0.0
 

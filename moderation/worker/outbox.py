@@ -1,8 +1,10 @@
-"""Everything the worker sends, and what each acknowledgement settles: decisions and dead
-letters out, retries with backoff, the decision ledger, and the per-outcome counts.
+"""Everything the worker sends, and what each acknowledgement settles: decisions, review
+records and dead letters out, retries with backoff, the decision ledger, and the per-outcome
+counts.
 
-A record is settled only when the broker acknowledges its decision or dead letter (or the
-ledger says its decision is already out); then its offset may be committed.
+A record is settled only when the broker acknowledges its decision (and its review record,
+when a review policy matched) or its dead letter, or the ledger says its decision is already
+out; then its offset may be committed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from moderation.edges.metrics import Metrics
 from moderation.edges.policy_store import StoreError
 from moderation.edges.side_store import Availability
 from moderation.worker.guard import PoisonGuard
-from moderation.worker.jobs import TP, Job, Send, record_key
+from moderation.worker.jobs import TP, Job, Pending, Send, record_key
 from moderation.worker.partitions import Partitions
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,13 @@ class Outbox:
     # --- sending ----------------------------------------------------------------------------
 
     def decision(self, job: Job, decision: Decision, value: bytes) -> None:
-        self._send(Send(job.tp, job.epoch, job.record.offset, self.kafka.decision_topic,
-                        job.upload.upload_id.encode(), value, [], decision=decision))
+        key = job.upload.upload_id.encode()
+        send = Send(job.tp, job.epoch, job.record.offset, self.kafka.decision_topic, key, value,
+                    [], decision=decision)
+        if decision.review_policies:  # the same value to the review topic; settle on both
+            send = replace(send, pending=Pending(2))
+            self._send(replace(send, topic=self.kafka.review_topic, review=True))
+        self._send(send)
 
     def dead_letter(self, tp: TP, epoch: int, record: Record, error_type: str, message: str,
                     upload_id: str | None = None) -> None:
@@ -114,7 +121,10 @@ class Outbox:
                                              not_before=time.monotonic() + delay))
             return
         m = self.metrics
-        if send.decision is not None:
+        if send.review:
+            for policy in send.decision.review_policies if send.decision else ():
+                m.reviews.labels(policy).inc()
+        elif send.decision is not None:
             d = send.decision
             log.debug("decided upload_id=%s decision=%s flagged=%s partition=%d offset=%d "
                       "policy_version=%d", d.upload_id, d.decision,
@@ -129,12 +139,18 @@ class Outbox:
             # decided_at - latency = the event's creation; the ack is when it is really out
             m.end_to_end_seconds.observe(
                 max(0.0, (datetime.now(UTC) - d.decided_at).total_seconds() + d.latency_ms / 1000))
-            if self.ledger is not None:
-                with self._lock:  # written by the main loop, never on the producer's thread
-                    self._to_record.append(ledger_key(d.upload_id, d.policy_version))
         else:
             m.messages.labels("dead_lettered").inc()
             m.dead_letters.labels(send.error_type or "unknown").inc()
+        if send.pending is not None:
+            with self._lock:
+                send.pending.remaining -= 1
+                if send.pending.remaining:
+                    return  # the record's other send is still out
+        if send.decision is not None and self.ledger is not None:
+            with self._lock:  # written by the main loop, never on the producer's thread
+                self._to_record.append(ledger_key(send.decision.upload_id,
+                                                  send.decision.policy_version))
         self.settle(send.tp, send.epoch, send.offset,
                     "decided" if send.decision else "dead_lettered")
 

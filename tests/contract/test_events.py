@@ -83,8 +83,8 @@ def test_decision_json_contract() -> None:
     d = Decision.build("u-1", verdicts, policy_version=7, model="clip_image:demo",
                        started=started, now=started + timedelta(milliseconds=42))
     doc = json.loads(d.to_bytes())
-    assert set(doc) == {"upload_id", "decision", "flagged_policies", "shadow_flagged_policies",
-                        "verdicts", "policy_version", "model", "decided_at", "latency_ms"}
+    assert set(doc) == {"upload_id", "decision", "flagged_policies",
+                        "shadow_flagged_policies", "review_policies", "verdicts", "policy_version", "model", "decided_at", "latency_ms"}
     assert doc["decision"] == "flag" and doc["flagged_policies"] == ["weapons"]
     assert doc["latency_ms"] == 42.0 and doc["policy_version"] == 7
     assert set(doc["verdicts"][0]) == {"policy", "score", "threshold", "flagged", "top_prompt",
@@ -109,6 +109,17 @@ def test_a_matching_shadow_policy_is_reported_but_never_flags() -> None:
                           "m", started)
     assert both.decision == "flag" and both.flagged_policies == ["weapons"]
     assert both.shadow_flagged_policies == ["syringes"]
+
+
+def test_a_matching_review_policy_is_listed_for_review_and_never_flags() -> None:
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    review = Verdict("borderline", 0.5, 0.4, True, "a fight", "review")
+    d = Decision.build("u-5", [review, Verdict("weapons", 0.2, 0.4, False, "a gun")], 8, "m",
+                       started)
+    assert d.decision == "allow" and d.review_policies == ["borderline"]
+    assert json.loads(d.to_bytes())["review_policies"] == ["borderline"]
+    quiet = Decision.build("u-6", [review._replace(flagged=False)], 8, "m", started)
+    assert quiet.review_policies == []
 
 
 def test_dead_letter_headers_keep_the_original() -> None:

@@ -69,9 +69,11 @@ def test_broken_yaml_and_empty_dir(tmp_path: Path) -> None:
         load_policy_dir(tmp_path)
 
 
-def test_the_action_is_flag_or_shadow(tmp_path: Path) -> None:
-    write(tmp_path, "watch.yaml", "name: watch\nthreshold: 0.3\nprompts: [a]\naction: shadow\n")
-    assert load_policy_dir(tmp_path).policies[0].action == "shadow"
+def test_the_action_is_flag_shadow_or_review(tmp_path: Path) -> None:
+    for action in ("shadow", "review"):
+        write(tmp_path, "watch.yaml",
+              f"name: watch\nthreshold: 0.3\nprompts: [a]\naction: {action}\n")
+        assert load_policy_dir(tmp_path).policies[0].action == action
     write(tmp_path, "watch.yaml", "name: watch\nthreshold: 0.3\nprompts: [a]\naction: ban\n")
     with pytest.raises(PolicyError, match="policy 'watch': field 'action'"):
         load_policy_dir(tmp_path)

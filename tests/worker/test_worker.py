@@ -333,3 +333,24 @@ def test_a_shadow_policy_is_reported_and_counted_but_never_flags() -> None:
     assert metrics.shadow_flags.labels("blue_things")._value.get() == 1
     assert metrics.flags.labels("red_things")._value.get() == 1
     assert metrics.decisions.labels("allow")._value.get() == 1
+
+
+def test_a_review_policy_sends_the_upload_to_the_review_topic_without_flagging() -> None:
+    from moderation.core.policy import Policy
+
+    source = FakeSource()
+    blue = Policy(name="blue_review", threshold=0.5, prompts=("blue",), action="review")
+    source.publish(policy_set(extra=[blue]))
+    consumer = FakeConsumer(records([event("blue-1", BLUE), event("red-1", RED)]))
+    worker, pub, metrics = make_worker(consumer, source=source)
+    worker.run(idle_exit_s=0.3)
+    decisions = {json.loads(v or b"")["upload_id"]: json.loads(v or b"")
+                 for _, _, v, _ in pub.on(DECISIONS)}
+    assert decisions["blue-1"]["decision"] == "allow"
+    assert decisions["blue-1"]["review_policies"] == ["blue_review"]
+    assert decisions["red-1"]["decision"] == "flag" and decisions["red-1"]["review_policies"] == []
+    reviews = pub.on("moderation.review")
+    assert [(k, json.loads(v or b"")) for _, k, v, _ in reviews] == [
+        (b"blue-1", decisions["blue-1"])]
+    assert metrics.reviews.labels("blue_review")._value.get() == 1
+    assert consumer.last_committed() == {TP("uploads", 0): 2}
