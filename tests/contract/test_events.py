@@ -84,8 +84,8 @@ def test_decision_json_contract() -> None:
                        started=started, now=started + timedelta(milliseconds=42))
     doc = json.loads(d.to_bytes())
     assert set(doc) == {"upload_id", "decision", "flagged_policies",
-                        "shadow_flagged_policies", "review_policies", "verdicts", "policy_version", "model",
-                        "decided_at", "latency_ms"}
+                        "shadow_flagged_policies", "review_policies", "verdicts",
+                        "policy_version", "model", "decided_at", "latency_ms"}
     assert doc["decision"] == "flag" and doc["flagged_policies"] == ["weapons"]
     assert doc["latency_ms"] == 42.0 and doc["policy_version"] == 7
     assert set(doc["verdicts"][0]) == {"policy", "score", "threshold", "flagged", "top_prompt",
