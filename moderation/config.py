@@ -6,6 +6,7 @@ Example: ``MODERATION_TRITON__URL=10.0.0.5:8001``, ``MODERATION_MODEL__BUNDLE=/m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +105,34 @@ class WorkerSettings(_Section):
                                 "are kept in Redis")
 
 
+class RecentSettings(_Section):
+    enabled: bool = Field(True, description="workers record every decided upload (embedding, "
+                          "scores) in the recent-uploads index the console backtests on")
+    max_count: int = Field(100_000, gt=0, description="uploads kept in the recent index")
+    max_age_s: float = Field(7 * 86_400.0, gt=0, description="oldest upload kept in the "
+                             "recent index, in seconds")
+    thumbnails: bool = Field(False, description="also keep a small WebP thumbnail of each "
+                             "upload for the console (costs the worker a decode)")
+    thumbnail_px: int = Field(96, ge=16, le=512, description="thumbnail's longer side")
+
+
+class ConsoleToken(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@:-]{1,64}$", description="who, in the audit trail")
+    role: Literal["viewer", "editor"]
+    token: SecretStr
+
+
+class ConsoleSettings(_Section):
+    host: str = Field("127.0.0.1", description="bind address of the policy console")
+    port: int = Field(9400, ge=0, description="port of the policy console (0 = any free)")
+    tokens: list[ConsoleToken] = Field(
+        default_factory=list, description="bearer tokens, JSON list of {name, role (viewer "
+        "or editor), token} (secret: from a Secret in a pod)")
+    max_request_bytes: int = Field(1_048_576, gt=0, description="largest request body accepted")
+    refresh_s: float = Field(2.0, ge=0, description="the recent index is re-read at most this "
+                             "often")
+
+
 class FaultSettings(_Section):
     enabled: bool = Field(False, description="tests only: images carrying a fault marker kill "
                           "or hang the process handling them (see moderation/faults.py)")
@@ -162,3 +191,5 @@ class Settings(BaseSettings):
     policies: PolicySettings = PolicySettings()
     dev: DevSettings = DevSettings()
     faults: FaultSettings = FaultSettings()
+    recent: RecentSettings = RecentSettings()
+    console: ConsoleSettings = ConsoleSettings()

@@ -170,3 +170,13 @@ def solid_png(size: int, rgb: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), rgb).save(buf, "PNG")
     return buf.getvalue()
+
+
+def thumbnail(data: bytes, px: int, limits: DecodeLimits = DecodeLimits()) -> bytes:
+    """A WebP of at most ``px`` on its longer side, for people looking at uploads; raises
+    ``ImageError`` like ``decode_image``."""
+    img = decode_image(data, limits, min_side=px // 3 + 1)
+    img.thumbnail((px, px), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buf = io.BytesIO()
+    img.save(buf, "WEBP", quality=70, method=2)
+    return buf.getvalue()

@@ -83,6 +83,9 @@ class Metrics:
         self.poll_errors = Counter(
             f"{p}_poll_errors_total", "Consumer polls that raised; the worker backs off and "
             "polls again", registry=registry)
+        self.recent_errors = Counter(
+            f"{p}_recent_index_errors_total", "Recent-uploads index (Redis) writes that failed; "
+            "those uploads are missing from the console", registry=registry)
         self.commits = Counter(
             f"{p}_offset_commits_total", "Offset commits, by result (ok, error)", ["result"],
             registry=registry)

@@ -35,6 +35,7 @@ from moderation.edges.encoders import Encoder
 from moderation.edges.kafka_io import Publisher, Record
 from moderation.edges.live_policies import LivePolicies
 from moderation.edges.metrics import Metrics
+from moderation.edges.recent_index import RecentSink
 from moderation.worker.guard import PoisonGuard, poison_message
 from moderation.worker.health import Health
 from moderation.worker.jobs import TP, Job
@@ -50,7 +51,8 @@ class Worker:
     def __init__(self, settings: Settings, consumer: Any, publisher: Publisher,
                  encoder: Encoder, policies: LivePolicies, metrics: Metrics,
                  ledger: DecisionLedger | None = None,
-                 attempts: AttemptCounter | None = None) -> None:
+                 attempts: AttemptCounter | None = None,
+                 recent: RecentSink | None = None) -> None:
         self.settings = settings
         self.policies = policies
         w = settings.worker
@@ -62,7 +64,8 @@ class Worker:
         self.outbox = Outbox(settings, publisher, self.partitions, self.guard, metrics, ledger)
         self.gate = TritonGate(encoder, metrics, w.retry_max_s, self._abandon)
         self.pipeline = BatchPipeline(settings, encoder, policies, metrics, self.outbox,
-                                      self.guard, self.gate, self._abandon, self._on_fatal)
+                                      self.guard, self.gate, self._abandon, self._on_fatal,
+                                      recent)
         self.health = Health(settings.kafka, encoder, policies, self.gate, metrics)
         self._batcher: Batcher[Job] = Batcher(settings.triton.batch_size,
                                               w.batch_linger_ms / 1000)

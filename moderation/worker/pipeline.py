@@ -22,13 +22,18 @@ from numpy.typing import NDArray
 from moderation import faults
 from moderation.config import Settings
 from moderation.contract.errors import EncoderError, ImageError
+from moderation.contract.events import Decision
 from moderation.core.batching import decide
-from moderation.core.images import inspect_image
+from moderation.core.images import inspect_image, thumbnail
+from moderation.core.recent import RecentEntry
 from moderation.edges.attempt_counter import Coordinates
 from moderation.edges.encoders import Encoder, RejectedImage
 from moderation.edges.fetch import Fetcher, FetchError
 from moderation.edges.live_policies import ActivePolicies, LivePolicies
 from moderation.edges.metrics import Metrics
+from moderation.edges.policy_store import StoreError
+from moderation.edges.recent_index import RecentSink
+from moderation.edges.side_store import Availability
 from moderation.worker.guard import PoisonGuard
 from moderation.worker.jobs import Job, upload_ids
 from moderation.worker.outbox import Outbox
@@ -50,9 +55,13 @@ class BatchPipeline:
     gate: TritonGate
     abandon: threading.Event  # set at shutdown: stop waiting, leave work uncommitted
     on_fatal: Callable[[BaseException], None]
+    recent: RecentSink | None = None
 
     def __post_init__(self) -> None:
         self.fetcher = Fetcher(self.settings.fetch.policy())
+        self._recent_health = Availability(
+            log, self.metrics.recent_errors, "recent-uploads index unavailable, the console "
+            "will miss these uploads", "recent-uploads index reachable again")
         self._fetch_pool = ThreadPoolExecutor(self.settings.fetch.concurrency,
                                               thread_name_prefix="fetch")
 
@@ -135,6 +144,28 @@ class BatchPipeline:
             done.add(job.coordinates)
             self.outbox.decision(job, decision, value)
         m.stage_seconds.labels("publish").observe(time.perf_counter() - t4)
+        self._remember(embedded, decisions)
+
+    def _remember(self, embedded: Embedded, decisions: list[Decision]) -> None:
+        """Leave the batch in the recent-uploads index (best effort: never fails a batch)."""
+        if self.recent is None:
+            return
+        cfg = self.settings.recent
+        entries = []
+        for (job, emb), decision in zip(embedded, decisions, strict=True):
+            thumb = None
+            if cfg.thumbnails:
+                try:
+                    thumb = thumbnail(job.image or b"", cfg.thumbnail_px,
+                                      self.settings.images.limits())
+                except ImageError:
+                    pass  # Triton decoded it, Pillow cannot: listed without a picture
+            entries.append((RecentEntry.of(decision, emb), thumb))
+        try:
+            self.recent.add(entries)
+            self._recent_health.up()
+        except StoreError as exc:
+            self._recent_health.down(exc)
 
     def _fetch_urls(self, jobs: list[Job], done: set[Coordinates]) -> list[Job]:
         """Fetch the ``image_url`` uploads of a batch concurrently; failures dead-letter."""

@@ -20,6 +20,7 @@ from moderation.edges.kafka_io import KafkaPublisher, make_consumer
 from moderation.edges.live_policies import LivePolicies
 from moderation.edges.metrics import Metrics
 from moderation.edges.policy_store import RedisPolicyStore
+from moderation.edges.recent_index import RedisRecentIndex
 from moderation.worker.loop import Worker
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
               if settings.dedupe.enabled else None)
     attempts = RedisAttemptCounter.from_settings(settings.redis, settings.kafka.group_id,
                                                  settings.worker.attempts_ttl_s)
+    recent = (RedisRecentIndex.from_settings(settings.redis, settings.recent)
+              if settings.recent.enabled else None)
     worker = Worker(settings, make_consumer(settings.kafka), publisher, encoder, policies,
-                    metrics, ledger, attempts)
+                    metrics, ledger, attempts, recent)
     http = HealthServer(settings.worker.http_host, settings.worker.http_port, registry,
                         worker.readiness, worker.live).start()
     if handle_signals:
