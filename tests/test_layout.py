@@ -1,7 +1,7 @@
 """The package layout is the architecture: which package may import which.
 
-contract <- core <- edges <- worker; models and serving beside them; devtools and the CLI
-on top. The service (what an operator's image carries) never imports the dev tooling or
+contract <- core <- edges <- worker (and the console); models and serving beside them;
+devtools and the CLI on top. The service (what an operator's image carries) never imports the dev tooling or
 model training, and the pure core imports no I/O library.
 """
 
@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "edges": {"contract", "core", "edges", "config"},
     "worker": {"contract", "core", "edges", "worker", *SHARED},
     "tools": {"contract", "core", "edges", "tools", "config"},
+    "console": {"contract", "core", "edges", "console", "config"},
     "models": {"contract", "core", "models", "serving"},
     "models.training": {"contract", "core", "edges", "models", "models.training"},
     "serving": {"contract", "core", "models", "serving", "faults"},

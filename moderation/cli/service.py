@@ -14,6 +14,7 @@ from moderation.config import Settings
 from moderation.contract.errors import ConfigError
 
 if TYPE_CHECKING:
+    from moderation.core.policy import PolicySet
     from moderation.edges.policy_store import RedisPolicyStore
 
 
@@ -46,6 +47,8 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "validate":
         print(f"ok: {len(policies.policies)} policies ({', '.join(policies.names)})")
         return 0
+    if args.action == "backtest":
+        return _backtest(args, settings, policies)
     store = RedisPolicyStore.from_settings(settings.redis)
     if args.action == "diff":
         from moderation.core.policy_diff import diff_sets, format_diff
@@ -57,6 +60,39 @@ def cmd_policies(args: argparse.Namespace, settings: Settings) -> int:
     encoder = encoder_for(settings, args.local, None)
     version = apply_policies(policies, encoder, store, _author(args), args.message or "")
     print(f"applied {len(policies.policies)} policies as version {version}")
+    return 0
+
+
+def _backtest(args: argparse.Namespace, settings: Settings, draft: PolicySet) -> int:
+    from moderation.console.report import format_report
+    from moderation.console.service import Console
+
+    console = Console.from_settings(settings, encoder_for(settings, args.local, None))
+    report = console.backtest(draft, args.last, parse_duration(args.since) if args.since
+                              else None)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: expected a duration such as 90s, 30m, 24h, "
+                          "7d") from None
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from moderation.console.app import serve
+    from moderation.console.service import Console
+
+    console = Console.from_settings(settings, encoder_for(settings, False, None))
+    serve(settings, console, lambda port: print(
+        f"policy console on http://{settings.console.host}:{port}/ (API docs: /docs)",
+        flush=True))
     return 0
 
 
@@ -113,18 +149,27 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     m.add_argument("--policies", help="policy directory (default: settings, 'policies')")
     m.set_defaults(func=cmd_moderate)
 
-    pol = sub.add_parser("policies", help="validate, apply (to Redis), list, diff, roll back "
-                         "policy sets and show their history")
-    pol.add_argument("action", choices=["validate", "apply", "list", "diff", "history",
-                                        "rollback"])
+    pol = sub.add_parser("policies", help="validate, apply (to Redis), list, diff, backtest, "
+                         "roll back policy sets and show their history")
+    pol.add_argument("action", choices=["validate", "apply", "list", "diff", "backtest",
+                                        "history", "rollback"])
     pol.add_argument("dir", nargs="?", help="policy directory (default: settings, 'policies'); "
                      "rollback: the VERSION to make current again")
     pol.add_argument("--local", action="store_true",
                      help="apply: embed prompts in-process instead of through Triton")
     pol.add_argument("-m", "--message", help="apply, rollback: why, for the history")
     pol.add_argument("--author", help="apply, rollback: who (default: $USER)")
-    pol.add_argument("--json", action="store_true", help="history: print JSON")
+    pol.add_argument("--json", action="store_true", help="history, backtest: print JSON")
+    window = pol.add_mutually_exclusive_group()
+    window.add_argument("--last", type=int, metavar="N",
+                        help="backtest: on the last N recent uploads only")
+    window.add_argument("--since", metavar="DURATION",
+                        help="backtest: on uploads of the last DURATION only (90s, 30m, 24h)")
     pol.set_defaults(func=cmd_policies)
+
+    con = sub.add_parser("console", help="serve the policy console: web page and HTTP API "
+                         "(MODERATION_CONSOLE__*)")
+    con.set_defaults(func=cmd_console)
 
     w = sub.add_parser("worker", help="consume uploads, publish decisions (runs until SIGTERM)")
     w.add_argument("--idle-exit", type=float, metavar="SECONDS",

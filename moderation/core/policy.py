@@ -95,3 +95,12 @@ def build_set(policies: Iterable[tuple[Policy, str]]) -> PolicySet:
         raise PolicyError("no policies found")
     return PolicySet(policies=tuple(out))
 
+
+
+def parse_set(items: Any, source: str = "draft") -> PolicySet:
+    """A policy set from a list of policy mappings (the console's drafts), validated exactly
+    as policy files are; errors name ``source[i]``, the policy and the field."""
+    if not isinstance(items, list):
+        raise PolicyError(f"{source}: expected a list of policies")
+    return build_set((parse_policy(item, f"{source}[{i}]"), f"{source}[{i}]")
+                     for i, item in enumerate(items))

@@ -60,6 +60,7 @@ class RecentWindow:
         self._emb: NDArray[Any] = np.zeros((0, 0), np.float16)
         self._rows = 0
         self._row_of: dict[str, int] = {}
+        self._emb32: NDArray[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -68,6 +69,13 @@ class RecentWindow:
     def embeddings(self) -> NDArray[Any]:
         """[N, D] float16, row i = entries[i]."""
         return self._emb[:self._rows]
+
+    def embeddings32(self) -> NDArray[Any]:
+        """The same as float32, kept until the window changes (matrix products on float16
+        have no BLAS path: 100x slower)."""
+        if self._emb32 is None or len(self._emb32) != self._rows:
+            self._emb32 = self.embeddings.astype(np.float32)
+        return self._emb32
 
     def row(self, upload_id: str) -> int | None:
         return self._row_of.get(upload_id)
@@ -97,6 +105,7 @@ class RecentWindow:
             self.stream_ids.append(sid)
         self._emb[self._rows:need] = np.stack([e.embedding for _, e in fresh])
         self._rows = need
+        self._emb32 = None
 
     def drop_before(self, stream_id: str | None, min_decided_at: float) -> None:
         """Forget rows the index trimmed (stream ids below its oldest) or older than the
@@ -113,6 +122,7 @@ class RecentWindow:
         if self._rows:
             self._emb = self._emb[np.asarray(rows, np.int64)] if rows else self._emb[:0]
         self._rows = len(rows)
+        self._emb32 = None
         self._row_of = {e.upload_id: i for i, e in enumerate(self.entries)}
 
 

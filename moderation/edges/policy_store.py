@@ -188,15 +188,21 @@ class RedisPolicyStore:
                        {self._cache_key(model, t): _encode(v) for t, v in embeddings.items()})
 
 
-def apply_policies(policies: PolicySet, encoder: Encoder, store: RedisPolicyStore,
-                   author: str = "", message: str = "") -> int:
-    """Embed every prompt (through the cache) and store the set as a new current version."""
+def embed_prompts(texts: Sequence[str], encoder: Encoder, store: RedisPolicyStore
+                  ) -> tuple[str, dict[str, NDArray[Any]]]:
+    """The encoder's model name and every text's embedding, through the Redis cache."""
     model = encoder.model_name
-    texts = policies.texts()
     have = store.cached_embeddings(model, texts)
     missing = [t for t in texts if t not in have]
     if missing:
         fresh = dict(zip(missing, encoder.embed_texts(missing), strict=True))
         store.cache_embeddings(model, fresh)
         have.update(fresh)
-    return store.save(policies, model, have, author, message)
+    return model, have
+
+
+def apply_policies(policies: PolicySet, encoder: Encoder, store: RedisPolicyStore,
+                   author: str = "", message: str = "") -> int:
+    """Embed every prompt (through the cache) and store the set as a new current version."""
+    model, embeddings = embed_prompts(policies.texts(), encoder, store)
+    return store.save(policies, model, embeddings, author, message)

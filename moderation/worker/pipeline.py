@@ -8,6 +8,7 @@ dead-lettered as internal_error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -155,11 +156,10 @@ class BatchPipeline:
         for (job, emb), decision in zip(embedded, decisions, strict=True):
             thumb = None
             if cfg.thumbnails:
-                try:
+                # Triton decoded it, Pillow may not: then it is listed without a picture
+                with contextlib.suppress(ImageError):
                     thumb = thumbnail(job.image or b"", cfg.thumbnail_px,
                                       self.settings.images.limits())
-                except ImageError:
-                    pass  # Triton decoded it, Pillow cannot: listed without a picture
             entries.append((RecentEntry.of(decision, emb), thumb))
         try:
             self.recent.add(entries)

@@ -1,0 +1,1 @@
+"""The policy console: an HTTP API and a web page for the policy team."""
