@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: emoji art and CLDR names (demo model, evaluation,
 # sample rendering), redis-server (the embedded stack), buildah and mmdebstrap (make image,
-# the container smoke test) and prometheus with promtool (alert rule tests, dashboard test).
+# the container smoke test), prometheus with promtool (alert rule tests, dashboard test) and
+# chromium with chromium-driver (the policy console's browser test).
 # Installs them with apt when missing and running as root; otherwise says what to run.
 set -euo pipefail
 declare -A need=(
@@ -12,6 +13,8 @@ declare -A need=(
   [buildah]=/usr/bin/buildah
   [mmdebstrap]=/usr/bin/mmdebstrap
   [prometheus]=/usr/bin/promtool
+  [chromium]=/usr/bin/chromium
+  [chromium-driver]=/usr/bin/chromedriver
 )
 missing=()
 for pkg in "${!need[@]}"; do

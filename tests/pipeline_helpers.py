@@ -49,6 +49,19 @@ def read_outcomes(settings: Settings, keys: set[str], timeout_s: float = 120.0
     return out
 
 
+def read_topic(settings: Settings, topic: str, keys: set[str], timeout_s: float = 60.0
+               ) -> dict[str, Any]:
+    """The JSON values of ``topic`` for these keys (the latest per key), until all came."""
+    consumer = read_from_start(settings.kafka, [topic])
+    out: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while not keys <= out.keys() and time.monotonic() < deadline:
+        for key, r in poll_keyed(consumer, 500):
+            out[key] = json.loads(r.value)
+    consumer.close()
+    return out
+
+
 def event(upload_id: str, image: bytes, **extra: Any) -> bytes:
     return json.dumps({"upload_id": upload_id, "image_b64": base64.b64encode(image).decode(),
                        "created_at": "2026-11-27T10:00:00Z", **extra}).encode()

@@ -1,8 +1,8 @@
 """The package layout is the architecture: which package may import which.
 
 contract <- core <- edges <- worker (and the console); models and serving beside them;
-devtools and the CLI on top. The service (what an operator's image carries) never imports the dev tooling or
-model training, and the pure core imports no I/O library.
+devtools and the CLI on top. The service (what an operator's image carries) never imports
+the dev tooling or model training, and the pure core imports no I/O library.
 """
 
 from __future__ import annotations

@@ -208,6 +208,19 @@ def start_worker(state_dir: Path, env: dict[str, str], name: str = "worker",
     return proc, port
 
 
+def start_console(state_dir: Path, env: dict[str, str], timeout_s: float = 60.0
+                  ) -> tuple[ManagedProcess, int]:
+    """``moderation console`` as its own process, waiting until ``/healthz`` answers."""
+    state_dir = state_dir.resolve()
+    port = free_port()
+    full_env = {**os.environ, **env, "MODERATION_CONSOLE__PORT": str(port)}
+    proc = spawn("console", [sys.executable, "-m", "moderation", "console"], state_dir,
+                 full_env)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), proc, timeout_s,
+               "serving /healthz")
+    return proc, port
+
+
 def metric_value(port: int, name: str, labels: dict[str, str] | None = None) -> float | None:
     """One sample from a worker's /metrics (None if it is not exported or not reachable)."""
     from prometheus_client.parser import text_string_to_metric_families

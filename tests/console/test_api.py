@@ -4,8 +4,8 @@ backtest, search, thumbnails, apply and rollback in the audit trail, request lim
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np

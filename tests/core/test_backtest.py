@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from moderation.contract.events import Upload
-from moderation.core.backtest import backtest, search, sweep, policy_columns
+from moderation.core.backtest import backtest, policy_columns, search, sweep
 from moderation.core.batching import decide
 from moderation.core.policy import Policy, PolicySet
 from moderation.core.scoring import compile_policies
