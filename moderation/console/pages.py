@@ -87,8 +87,9 @@ def pages_router(console: Console, tokens: Tokens) -> APIRouter:
             rows = form_rows([p.model_dump(mode="json") for p in current.policies.policies])
         elif not any(r.get("blank") for r in rows):
             rows = rows + form_rows([])[-1:]
+        opened = {c.name for c in ctx.get("changes") or ()}
         return render(request, "policies.html", caller, status, current=current, rows=rows,
-                      **ctx)
+                      opened=opened, open_all=status == 422, **ctx)
 
     @r.get("/login")
     def login_form(request: Request) -> HTMLResponse:
@@ -146,6 +147,8 @@ def pages_router(console: Console, tokens: Tokens) -> APIRouter:
                 sets[version] = console.version(version).policies
             return sets[version]
 
+        for e in entries:
+            e["changes"] = None
         for newer, older in pairwise(entries[:21]):  # diffs for the latest 20
             try:
                 newer["changes"] = diff_sets(policies(older["version"]),

@@ -149,3 +149,97 @@ def test_a_backtest_predicts_the_decisions_after_apply_and_rollback_restores(liv
     assert [(h["version"], h["author"], h["rollback_of"]) for h in history[:2]] == [
         (back["version"], "console:ed", start["version"]),
         (applied["version"], "console:ed", None)]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Debian's headless Chromium through chromium-driver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1280,1500", "--hide-scrollbars",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_page_edits_backtests_applies_and_rolls_back(live: Live, browser: Any,
+                                                         tmp_path: Path) -> None:
+    """Screenshots go to $MODERATION_SCREENSHOTS (the README's come from here: docs/console)."""
+    import os
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(os.environ.get("MODERATION_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+
+    def shot(name: str) -> None:
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1280, min(max(height, 800), 2400))
+        assert browser.save_screenshot(str(shots / f"{name}.png"))
+        browser.set_window_size(1280, 1500)
+
+    live.moderate("page")  # recent uploads to look at
+    start = live.call("GET", "/api/policies")["version"]
+    browser.get(live.url + "/")
+    wait.until(ec.presence_of_element_located((By.ID, "token")))  # sent to the login form
+    browser.find_element(By.ID, "token").send_keys(TOKENS["ed"][1])
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(ec.presence_of_element_located((By.ID, "current")))
+    assert browser.find_element(By.ID, "who").text == "ed · editor"
+    assert f"version {start}" in browser.find_element(By.ID, "current-version").text
+    shot("policies")
+
+    name = browser.find_element(By.CSS_SELECTOR, "input[value='weapons'][name$='-name']")
+    card = name.get_attribute("name").removesuffix("-name")
+    browser.find_element(By.CSS_SELECTOR, f"#{card} summary").click()  # open its card
+    threshold = browser.find_element(By.NAME, f"{card}-threshold")
+    threshold.clear()
+    threshold.send_keys("0.2")
+    browser.find_element(By.ID, "backtest").click()
+    wait.until(ec.presence_of_element_located((By.ID, "report")))
+    assert int(browser.find_element(By.ID, "newly-count").text) > 0
+    slider = browser.find_element(By.ID, "slider-weapons")
+    browser.execute_script("arguments[0].value = 0.3; arguments[0].dispatchEvent("
+                           "new Event('input'))", slider)
+    assert browser.find_element(By.ID, "sweep-weapons").text.startswith("0.30 → ")
+    shot("backtest")
+
+    browser.find_element(By.ID, "message").send_keys("weapons: catch more")
+    browser.find_element(By.ID, "apply").click()
+    notice = wait.until(ec.presence_of_element_located((By.ID, "notice"))).text
+    applied = int(notice.split("version ")[1].split(".")[0])
+    live.wait_version(applied)  # the worker reports the new version
+
+    browser.get(live.url + "/history")
+    row = wait.until(ec.presence_of_element_located((By.ID, f"v{applied}")))
+    assert "console:ed" in row.text and "weapons: catch more" in row.text
+    assert "threshold" in row.text  # the diff against the version before
+    shot("history")
+    browser.find_element(By.ID, f"rollback-{start}").click()
+    notice = wait.until(ec.presence_of_element_located((By.ID, "notice"))).text
+    restored = int(notice.split("as version ")[1].split(".")[0])
+    live.wait_version(restored)
+    assert live.call("GET", "/api/policies/history")[0]["rollback_of"] == start
+
+    browser.get(live.url + "/search")
+    browser.find_element(By.ID, "q").send_keys("a pistol or handgun")
+    browser.find_element(By.ID, "search").click()
+    tiles = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "li.tile")))
+    assert "pistol" in tiles[0].get_attribute("data-upload") + tiles[1].get_attribute(
+        "data-upload") + tiles[2].get_attribute("data-upload")
+    wait.until(lambda d: d.execute_script(  # thumbnails loaded
+        "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"))
+    shot("search")
