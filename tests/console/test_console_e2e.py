@@ -56,6 +56,12 @@ class Live:
         wait_until(lambda: metric_value(self.worker_port, "moderation_policy_version")
                    == version, self.worker, 30, f"policy version {version}")
 
+    def wait_indexed(self, ids: set[str]) -> None:
+        """Until the recent index has these uploads (written right after their decisions)."""
+        def indexed() -> bool:
+            return ids <= {r["upload_id"] for r in self.call("GET", "/api/recent?limit=1000")}
+        wait_until(indexed, self.console, 30, "indexed the uploads")
+
     def moderate(self, prefix: str) -> dict[str, dict[str, Any]]:
         """Every sample as an upload ``prefix-<stem>``; returns stem -> decision."""
         items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]] = [
@@ -104,8 +110,7 @@ def test_a_backtest_predicts_the_decisions_after_apply_and_rollback_restores(liv
     before = live.moderate("a")
     start = live.call("GET", "/api/policies")
     assert {d["policy_version"] for d in before.values()} == {start["version"]}
-    recent = live.call("GET", "/api/recent?limit=1000")
-    assert {r["upload_id"] for r in recent} >= {f"a-{p.stem}" for p in SAMPLES}
+    live.wait_indexed({f"a-{p.stem}" for p in SAMPLES})
 
     draft = [{**p, "threshold": 0.2} if p["name"] == "weapons" else p
              for p in start["policies"]]
@@ -113,7 +118,9 @@ def test_a_backtest_predicts_the_decisions_after_apply_and_rollback_restores(liv
                "prompts": ["a cat", "a cat face"]},
               {"name": "dogs_review", "action": "review", "threshold": 0.3,
                "prompts": ["a dog", "a dog face"]}]
-    report = live.call("POST", "/api/policies/backtest", {"policies": draft})
+    report = live.call("POST", "/api/policies/backtest",
+                       {"policies": draft, "last": len(SAMPLES)})
+    assert {u["upload_id"][:2] for u in report["newly_flagged"]} == {"a-"}
     newly = {u["upload_id"].split("-", 1)[1] for u in report["newly_flagged"]}
     gone = {u["upload_id"].split("-", 1)[1] for u in report["no_longer_flagged"]}
     assert report["uploads"] == len(SAMPLES) and newly  # the draft changes something
@@ -191,7 +198,8 @@ def test_the_page_edits_backtests_applies_and_rolls_back(live: Live, browser: An
         assert browser.save_screenshot(str(shots / f"{name}.png"))
         browser.set_window_size(1280, 1500)
 
-    live.moderate("page")  # recent uploads to look at
+    live.wait_indexed({f"page-{p.stem}" for p in SAMPLES} & {
+        f"page-{k}" for k in live.moderate("page")})  # recent uploads to look at
     start = live.call("GET", "/api/policies")["version"]
     browser.get(live.url + "/")
     wait.until(ec.presence_of_element_located((By.ID, "token")))  # sent to the login form
