@@ -17,7 +17,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if not samples:
         raise ConfigError(f"no sample images in {args.samples}")
     return run_demo(settings, samples, Path(args.policies or settings.policies.dir),
-                    keep_stack=args.keep_stack, timeout_s=args.timeout, images=args.images)
+                    keep_stack=args.keep_stack, timeout_s=args.timeout, images=args.images,
+                    console=args.console)
 
 
 def cmd_chaos(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,6 +80,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                     "(Kafka and Redis on this host)")
     dm.add_argument("--timeout", type=float, default=300.0,
                     help="seconds to wait for every decision")
+    dm.add_argument("--console", action="store_true",
+                    help="then serve the policy console on the demo's uploads until Ctrl-C")
     dm.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("chaos", help="kill -9 workers while uploads flow; count lost and "

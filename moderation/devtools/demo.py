@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import signal
 import sys
 import time
 import uuid
@@ -26,12 +28,14 @@ from moderation.devtools.processes import ManagedProcess
 from moderation.devtools.provision import create_topics, provision
 from moderation.devtools.samples import SAMPLES
 from moderation.edges.kafka_io import poll_keyed, read_from_start
+from moderation.edges.net import port_open
 from moderation.models.training.eval_labels import policies_of
 from moderation.tools.produce import produce_files
 
 log = logging.getLogger(__name__)
 
 EXPECTED = {stem: policies_of(list(chars)) for stem, chars in SAMPLES}
+DEMO_WORKER = {"MODERATION_RECENT__THUMBNAILS": "true"}  # pictures in the demo's console
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ def host_services(settings: Settings, policies_dir: Path, keep_stack: bool
     try:
         version = provision(settings, policies_dir)
         print(f"applied {policies_dir} as policy version {version}", file=sys.stderr)
-        worker, port = devstack.start_worker(settings.dev.state_dir, env, name="worker-demo")
+        worker, port = devstack.start_worker(settings.dev.state_dir, {**env, **DEMO_WORKER},
+                                             name="worker-demo")
         print(f"worker pid {worker.pid}: metrics http://127.0.0.1:{port}/metrics, "
               f"log {worker.log_path}", file=sys.stderr)
         devstack.wait_for_partitions(worker, port, 120.0)
@@ -183,7 +188,7 @@ def image_services(settings: Settings, policies_dir: Path
         port = processes.free_port()
         worker = containers.start_in_image(
             "worker-image", containers.WORKER_IMAGE, ["moderation", "worker"], state,
-            {**env, "MODERATION_WORKER__HTTP_PORT": str(port)})
+            {**env, **DEMO_WORKER, "MODERATION_WORKER__HTTP_PORT": str(port)})
         procs.append(worker)
         print(f"worker in {containers.WORKER_IMAGE}: metrics http://127.0.0.1:{port}/metrics, "
               f"log {worker.log_path}", file=sys.stderr)
@@ -196,10 +201,12 @@ def image_services(settings: Settings, policies_dir: Path
             proc.stop()
 
 
-def demo_outcomes(settings: Settings, samples: Sequence[Path], policies_dir: Path,
-                  keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False
-                  ) -> list[Outcome]:
-    """Every sample through Kafka and a worker; its outcome, in the order produced."""
+@contextlib.contextmanager
+def demo_session(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+                 keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False
+                 ) -> Iterator[tuple[Settings, list[Outcome]]]:
+    """Every sample through Kafka and a worker; its outcome, in the order produced. The
+    services stay up until the block ends."""
     services = (image_services(settings, policies_dir) if images
                 else host_services(settings, policies_dir, keep_stack))
     with services as (settings, _worker):
@@ -207,15 +214,50 @@ def demo_outcomes(settings: Settings, samples: Sequence[Path], policies_dir: Pat
         produced = produce_files(settings.kafka, samples, id_prefix=prefix)
         ids = {p.upload_id: p.path.stem for p in produced}
         outcomes = follow_results(settings, ids, timeout_s, progress=sys.stderr.isatty())
-    return [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+        yield settings, [outcomes.get(uid, Outcome(uid, name)) for uid, name in ids.items()]
+
+
+def demo_outcomes(settings: Settings, samples: Sequence[Path], policies_dir: Path,
+                  keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False
+                  ) -> list[Outcome]:
+    with demo_session(settings, samples, policies_dir, keep_stack, timeout_s,
+                      images) as (_, ordered):
+        return ordered
+
+
+def serve_console(settings: Settings) -> None:
+    """The policy console on the demo's stack, with fresh tokens, until Ctrl-C."""
+    tokens = {"demo-editor": ("editor", secrets.token_urlsafe(12)),
+              "demo-viewer": ("viewer", secrets.token_urlsafe(12))}
+    env = {"MODERATION_CONSOLE__TOKENS": json.dumps(
+        [{"name": n, "role": r, "token": t} for n, (r, t) in tokens.items()])}
+    port = settings.console.port if not port_open(settings.console.port) else None
+    console, port = devstack.start_console(settings.dev.state_dir, env, port=port)
+    print(f"\npolicy console: http://127.0.0.1:{port}/  (API docs: /docs; log "
+          f"{console.log_path})\n  editor token: {tokens['demo-editor'][1]}\n"
+          f"  viewer token: {tokens['demo-viewer'][1]}\n"
+          "the demo's uploads are in its recent index: try a rule on them. Ctrl-C stops "
+          "the console, the worker and the stack.", flush=True)
+    try:
+        while console.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
+        console.stop()
 
 
 def run_demo(settings: Settings, samples: Sequence[Path], policies_dir: Path,
-             keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False) -> int:
-    ordered = demo_outcomes(settings, samples, policies_dir, keep_stack, timeout_s, images)
-    print(format_table(ordered))
-    print()
-    print(summary(ordered))
+             keep_stack: bool = False, timeout_s: float = 300.0, images: bool = False,
+             console: bool = False) -> int:
+    with demo_session(settings, samples, policies_dir, keep_stack, timeout_s,
+                      images) as (settings, ordered):
+        print(format_table(ordered))
+        print()
+        print(summary(ordered))
+        if console:
+            serve_console(settings)
     missing = [o.name for o in ordered if o.status == "undecided"]
     if missing:
         where = "worker-image.log" if images else "worker-demo.log"

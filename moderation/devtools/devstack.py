@@ -208,11 +208,12 @@ def start_worker(state_dir: Path, env: dict[str, str], name: str = "worker",
     return proc, port
 
 
-def start_console(state_dir: Path, env: dict[str, str], timeout_s: float = 60.0
-                  ) -> tuple[ManagedProcess, int]:
-    """``moderation console`` as its own process, waiting until ``/healthz`` answers."""
+def start_console(state_dir: Path, env: dict[str, str], timeout_s: float = 60.0,
+                  port: int | None = None) -> tuple[ManagedProcess, int]:
+    """``moderation console`` as its own process (on ``port``, else a free one), waiting
+    until ``/healthz`` answers."""
     state_dir = state_dir.resolve()
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, **env, "MODERATION_CONSOLE__PORT": str(port)}
     proc = spawn("console", [sys.executable, "-m", "moderation", "console"], state_dir,
                  full_env)
