@@ -9,7 +9,10 @@ measured in one run, on one machine, on a freshly started embedded stack.
 - naive: one message at a time: poll 1, one synchronous Triton request, score, publish and
   wait for the ack, commit; no batching, no overlap;
 - CPU seconds and peak RSS per process, and the cost of scoring 1,000 policies x 10
-  prompts against a batch of 32.
+  prompts against a batch of 32;
+- the recent-uploads index's cost (one worker with it off, on, and with thumbnails), and
+  the console's backtest (100,000 uploads x 50 policies x 10 prompts), search and window
+  load.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ import numpy as np
 from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSettings
 from moderation.core.images import decode_image, preprocess
 from moderation.devtools import devstack, proc_stats
+from moderation.devtools.bench_console import measure_backtest, measure_window_load
 from moderation.devtools.bench_images import encoded_uploads
 from moderation.devtools.bench_measures import (
     Say,
@@ -53,6 +58,7 @@ class BenchConfig:
     policies_dir: Path = Path("policies")
     triton_instances: int = 1
     torch_threads: int = 0  # clip_image's intra-op threads; 0 = as its config says (auto)
+    console_uploads: int = 100_000  # the recent window backtested, searched and loaded
 
 
 def resolve_bench_bundle(name: str, cache: Path, say: Say) -> str:
@@ -133,6 +139,14 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
             say(f"  raw encoder, batch {b}: {raw[b]:.1f} images/s")
         pipelines = [measure_pipeline(stack, images, w, cfg.uploads, say)
                      for w in cfg.worker_counts]
+        recent = measure_recent_cost(stack, images, cfg, pipelines, say)
+        window = measure_window_load(stack.settings, manifest.embedding_dim,
+                                     cfg.console_uploads)
+        say(f"  recent window of {window['uploads']} uploads: loaded in {window['load_s']} s, "
+            f"{window['redis_mib']} MiB in Redis")
+        t = time.perf_counter()
+        TritonEncoder.from_settings(stack.settings.triton).embed_texts(["a syringe on a table"])
+        text_ms = round((time.perf_counter() - t) * 1000, 1)
         naive = measure_naive(stack, images, cfg.naive_uploads)
         say(f"  naive: {naive['images_per_s']:.1f} images/s")
         peak = {name: round(max(proc_stats.peak_rss_mib(p)
@@ -141,6 +155,10 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
     finally:
         stack.stop()
     scoring = measure_scoring(manifest.embedding_dim)
+    console = measure_backtest(manifest.embedding_dim, cfg.console_uploads)
+    say(f"  backtest {console['uploads']} uploads x {console['policies']} policies x "
+        f"{console['prompts_per_policy']} prompts: {console['backtest_s']} s; search "
+        f"{console['search_ms']} ms (+ {text_ms} ms to embed the text)")
     best_raw = max(raw.values())
     best = max(pipelines, key=lambda p: p["images_per_s"])
     batch32_s = 32 / raw[32]
@@ -162,11 +180,34 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
             "batch32_inference_ms": round(batch32_s * 1000, 1),
             "score_fraction_of_inference": round(scoring["score_s"] / batch32_s, 4),
             "decide_fraction_of_inference": round(scoring["decide_s"] / batch32_s, 4)},
+        "recent_index": recent,
+        "console": {**console, "search_text_embed_ms": text_ms, "window": window},
         "machine": machine(), "config": {"uploads": cfg.uploads,
                                          "naive_uploads": cfg.naive_uploads,
                                          "triton_instances": cfg.triton_instances,
                                          "torch_threads": cfg.torch_threads},
     }
+
+
+def measure_recent_cost(stack: Stack, images: list[bytes], cfg: BenchConfig,
+                        pipelines: list[dict[str, Any]], say: Say) -> dict[str, Any]:
+    """One worker with the recent index off, and with thumbnails on, against the same
+    worker with the default (index on, no thumbnails) measured above."""
+    on = next(p for p in pipelines if p["workers"] == 1)["images_per_s"]
+    off = measure_pipeline(stack, images, 1, cfg.uploads, say,
+                           {"MODERATION_RECENT__ENABLED": "false"}, " (recent index off)")
+    thumbs = measure_pipeline(stack, images, 1, cfg.uploads, say,
+                              {"MODERATION_RECENT__THUMBNAILS": "true"}, " (with thumbnails)")
+    base = off["images_per_s"]
+    return {"off_images_per_s": base, "on_images_per_s": on,
+            "thumbnails_images_per_s": thumbs["images_per_s"],
+            "throughput_cost": round(1 - on / base, 3),
+            "throughput_cost_thumbnails": round(1 - thumbs["images_per_s"] / base, 3),
+            "worker_cpu_ms_per_image": {
+                "off": round(off["cpu_seconds_per_image"]["worker-0"] * 1000, 2),
+                "on": round(next(p for p in pipelines if p["workers"] == 1)[
+                    "cpu_seconds_per_image"]["worker-0"] * 1000, 2),
+                "thumbnails": round(thumbs["cpu_seconds_per_image"]["worker-0"] * 1000, 2)}}
 
 
 def machine() -> str:
@@ -207,6 +248,16 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", "peak RSS MiB: " + ", ".join(f"{k} {v:.0f}"
                                                 for k, v in r["peak_rss_mib"].items())]
     s = r["scoring_1000x10_batch32"]
+    rc, c = r["recent_index"], r["console"]
+    lines += ["", f"recent-uploads index, 1 worker: off {rc['off_images_per_s']:.1f}, on "
+              f"{rc['on_images_per_s']:.1f} ({rc['throughput_cost']:+.1%} cost), with "
+              f"thumbnails {rc['thumbnails_images_per_s']:.1f} images/s "
+              f"({rc['throughput_cost_thumbnails']:+.1%}); worker CPU ms/image "
+              + ", ".join(f"{k} {v}" for k, v in rc["worker_cpu_ms_per_image"].items()),
+              f"console: backtest {c['uploads']} uploads x {c['policies']} policies x "
+              f"{c['prompts_per_policy']} prompts {c['backtest_s']} s; search "
+              f"{c['search_ms']} ms + {c['search_text_embed_ms']} ms text embedding; window "
+              f"load {c['window']['load_s']} s ({c['window']['redis_mib']} MiB in Redis)"]
     lines += ["", f"scoring 1,000 policies x 10 prompts, batch 32: score {s['score_ms']} ms, "
               f"with decisions as JSON {s['decide_ms']} ms; batch-32 inference "
               f"{s['batch32_inference_ms']} ms; fraction {s['score_fraction_of_inference']:.2%}"

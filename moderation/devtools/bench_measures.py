@@ -118,12 +118,13 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: int,
-                     say: Say) -> dict[str, Any]:
+                     say: Say, worker_env: dict[str, str] | None = None, label: str = ""
+                     ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     k = scoped_topics(stack.settings.kafka, f"bench-{run}")
     settings = stack.settings.model_copy(update={"kafka": k})
     ensure_topics(k, [k.input_topic, k.decision_topic, k.dead_letter_topic])
-    env = devstack.worker_env(settings)
+    env = {**devstack.worker_env(settings), **(worker_env or {})}
     procs = [devstack.start_worker(stack.state, env, name=f"bench-worker-{i}")
              for i in range(workers)]
     try:
@@ -143,7 +144,8 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
         rate = uploads / elapsed
         cpu = {name: v - cpu0.get(name, 0.0) for name, v in _cpu(stack, procs).items()}
         sat = _percentiles([clock.arrived[i] - created[i] for i in ids])
-        say(f"  {workers} worker(s): {rate:.1f} images/s at saturation, p50 {sat['p50_ms']} ms")
+        say(f"  {workers} worker(s){label}: {rate:.1f} images/s at saturation, "
+            f"p50 {sat['p50_ms']} ms")
         half_ids = [f"half-{run}-{i}" for i in range(max(8, uploads // 2))]
         created_half = produce_events(settings.kafka, images, half_ids, rate / 2)
         clock.wait_for(set(half_ids), 900)

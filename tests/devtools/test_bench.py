@@ -32,7 +32,8 @@ def test_scoring_measurement_runs_at_the_requested_scale() -> None:
 @pytest.mark.integration
 def test_bench_smoke(tmp_path: Path) -> None:
     cfg = BenchConfig(uploads=12, naive_uploads=4, raw_seconds=0.3, distinct_images=4,
-                      worker_counts=(1,), policies_dir=REPO / "policies")
+                      worker_counts=(1,), policies_dir=REPO / "policies",
+                      console_uploads=2_000)
     lines: list[str] = []
     report = run_bench(cfg, lines.append, state=tmp_path)
     for key in ("raw_images_per_s", "pipeline_images_per_s", "naive_images_per_s",
@@ -41,5 +42,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert set(report["raw_by_batch"]) == {"1", "8", "32"}
     assert set(report["latency_saturation_ms"]) == {"p50_ms", "p95_ms", "p99_ms"}
     assert report["peak_rss_mib"]["triton"] > 0 and report["peak_rss_mib"]["worker-0"] > 0
+    recent = report["recent_index"]
+    assert recent["off_images_per_s"] > 0 and recent["thumbnails_images_per_s"] > 0
+    assert set(recent["worker_cpu_ms_per_image"]) == {"off", "on", "thumbnails"}
+    assert report["console"]["uploads"] == 2_000 and report["console"]["backtest_s"] > 0
+    assert report["console"]["window"]["uploads"] == 2_000
     text = format_report(report)
+    assert "recent-uploads index, 1 worker" in text
     assert text.splitlines()[2].startswith("ratio pipeline / raw encoder")
