@@ -7,6 +7,7 @@ come only from existingSecret. tests/deploy/test_chart.py keeps the file current
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ def _setting(prop: dict[str, Any]) -> dict[str, Any]:
     return keep
 
 
+def _secret(prop: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """A SecretStr, or a list of models holding one (the console's tokens)."""
+    text = json.dumps(prop)
+    for ref in re.findall(r'"#/\$defs/(\w+)"', text):
+        text += json.dumps(defs[ref])
+    return '"format": "password"' in text
+
+
 def config_schema() -> dict[str, Any]:
     full = Settings.model_json_schema()
     sections = {}
@@ -31,7 +40,7 @@ def config_schema() -> dict[str, Any]:
             continue
         section = full["$defs"][ref["$ref"].rsplit("/", 1)[-1]]
         props = {k: _setting(v) for k, v in section["properties"].items()
-                 if '"format": "password"' not in json.dumps(v)}  # SecretStr
+                 if not _secret(v, full["$defs"])}
         sections[name] = {"type": "object", "additionalProperties": False,
                           "description": section.get("description", ""), "properties": props}
     return {"type": "object", "additionalProperties": False, "properties": sections}
@@ -61,7 +70,10 @@ def schema() -> dict[str, Any]:
             "nameOverride": STR, "fullnameOverride": STR,
             "config": config_schema(),
             "existingSecret": STR,
-            "secretKeys": obj({"kafkaSaslPassword": STR, "redisPassword": STR}),
+            "secretKeys": obj({"kafkaSaslPassword": STR, "redisPassword": STR,
+                               "consoleTokens": STR}),
+            "console": obj({"enabled": BOOL, "replicas": NONNEG, "resources": RESOURCES,
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
             "worker": obj({
                 "image": IMAGE, "replicas": NONNEG, "inputPartitions": POS,
                 "terminationGracePeriodSeconds": {"type": ["integer", "null"], "minimum": 1},
@@ -92,6 +104,7 @@ def schema() -> dict[str, Any]:
                 "tritonErrorsPerSecond": {"type": "number", "minimum": 0}}),
             "networkPolicy": obj({
                 "enabled": BOOL, "kafkaPorts": PORTS, "redisPorts": PORTS,
+                "console": obj({"from": LIST}),
                 "prometheus": obj({"namespaceSelector": MAP, "podSelector": MAP})}),
             "policies": obj({"job": obj({"enabled": BOOL}),
                              "files": {"type": "object", "additionalProperties": STR}}),

@@ -198,7 +198,7 @@ def test_every_setting_is_reachable_through_config() -> None:
             assert section not in schema["properties"]
             continue
         keys = set(info.annotation.model_fields)  # type: ignore[union-attr]
-        secret = {k for k in keys if "password" in k}
+        secret = {k for k in keys if "password" in k or k == "tokens"}
         assert set(schema["properties"][section]["properties"]) == keys - secret, section
     env = {e["name"]: e.get("value") for e in container(render({"config": {
         "worker": {"max_in_flight": 2000}, "fetch": {"allowed_hosts": ["a.example"]},
@@ -226,7 +226,10 @@ def test_the_policy_job_applies_the_repository_policies() -> None:
 
 
 def test_the_network_policy_lets_workers_reach_only_their_services() -> None:
-    (clients, triton) = of_kind(render({}), "NetworkPolicy")
+    policies = {o["metadata"]["name"].removeprefix("mod-moderation-"): o
+                for o in of_kind(render({}), "NetworkPolicy")}
+    assert set(policies) == {"clients", "triton", "console"}
+    clients, triton = policies["clients"], policies["triton"]
     egress_ports = {p["port"] for rule in clients["spec"]["egress"] for p in rule["ports"]}
     assert egress_ports == {53, 9092, 6379, 8001}
     (ingress,) = clients["spec"]["ingress"]
@@ -234,6 +237,22 @@ def test_the_network_policy_lets_workers_reach_only_their_services() -> None:
     assert "podSelector" in ingress["from"][0]
     assert {p["port"] for r in triton["spec"]["ingress"] for p in r["ports"]} == {8000, 8001,
                                                                                   8002}
+    (console,) = policies["console"]["spec"]["ingress"]
+    assert [p["port"] for p in console["ports"]] == [9400] and "from" not in console
+
+
+def test_the_console_runs_on_the_worker_image_with_tokens_from_the_secret() -> None:
+    objects = render({"existingSecret": "mod-secrets"})
+    console = container(objects, "-console")
+    worker = container(objects, "-worker")
+    assert console["image"] == worker["image"] and console["args"] == ["console"]
+    env = {e["name"]: e for e in console["env"]}
+    assert env["MODERATION_CONSOLE__TOKENS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mod-secrets", "key": "console-tokens", "optional": True}
+    assert env["MODERATION_CONSOLE__HOST"]["value"] == "0.0.0.0"
+    assert console["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert not [o for o in render({"console": {"enabled": False}})
+                if o["metadata"]["name"].endswith("-console")]
 
 
 @pytest.mark.parametrize("script", ["render-chart-schema.py", "render-dashboard.py",
