@@ -10,7 +10,8 @@ measured in one run, on one machine, on a freshly started embedded stack.
   wait for the ack, commit; no batching, no overlap;
 - CPU seconds and peak RSS per process, and the cost of scoring 1,000 policies x 10
   prompts against a batch of 32;
-- the recent-uploads index's cost (one worker with it off, on, and with thumbnails), and
+- the recent-uploads index's cost (one worker with it off and on, twice each, alternating;
+  then with thumbnails), and
   the console's backtest (100,000 uploads x 50 policies x 10 prompts), search and window
   load.
 """
@@ -139,14 +140,12 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
             say(f"  raw encoder, batch {b}: {raw[b]:.1f} images/s")
         pipelines = [measure_pipeline(stack, images, w, cfg.uploads, say)
                      for w in cfg.worker_counts]
-        recent = measure_recent_cost(stack, images, cfg, pipelines, say)
+        recent = measure_recent_cost(stack, images, cfg, say)
         window = measure_window_load(stack.settings, manifest.embedding_dim,
                                      cfg.console_uploads)
         say(f"  recent window of {window['uploads']} uploads: loaded in {window['load_s']} s, "
             f"{window['redis_mib']} MiB in Redis")
-        t = time.perf_counter()
-        TritonEncoder.from_settings(stack.settings.triton).embed_texts(["a syringe on a table"])
-        text_ms = round((time.perf_counter() - t) * 1000, 1)
+        text_ms = measure_text_embedding(stack.settings)
         naive = measure_naive(stack, images, cfg.naive_uploads)
         say(f"  naive: {naive['images_per_s']:.1f} images/s")
         peak = {name: round(max(proc_stats.peak_rss_mib(p)
@@ -190,24 +189,43 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
 
 
 def measure_recent_cost(stack: Stack, images: list[bytes], cfg: BenchConfig,
-                        pipelines: list[dict[str, Any]], say: Say) -> dict[str, Any]:
-    """One worker with the recent index off, and with thumbnails on, against the same
-    worker with the default (index on, no thumbnails) measured above."""
-    on = next(p for p in pipelines if p["workers"] == 1)["images_per_s"]
-    off = measure_pipeline(stack, images, 1, cfg.uploads, say,
-                           {"MODERATION_RECENT__ENABLED": "false"}, " (recent index off)")
-    thumbs = measure_pipeline(stack, images, 1, cfg.uploads, say,
-                              {"MODERATION_RECENT__THUMBNAILS": "true"}, " (with thumbnails)")
-    base = off["images_per_s"]
-    return {"off_images_per_s": base, "on_images_per_s": on,
-            "thumbnails_images_per_s": thumbs["images_per_s"],
-            "throughput_cost": round(1 - on / base, 3),
-            "throughput_cost_thumbnails": round(1 - thumbs["images_per_s"] / base, 3),
-            "worker_cpu_ms_per_image": {
-                "off": round(off["cpu_seconds_per_image"]["worker-0"] * 1000, 2),
-                "on": round(next(p for p in pipelines if p["workers"] == 1)[
-                    "cpu_seconds_per_image"]["worker-0"] * 1000, 2),
-                "thumbnails": round(thumbs["cpu_seconds_per_image"]["worker-0"] * 1000, 2)}}
+                        say: Say) -> dict[str, Any]:
+    """One worker with the recent index off and on (the default: no thumbnails), in
+    alternating pairs so that drift on a busy machine falls on both, then with thumbnails."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": [], "thumbnails": []}
+    envs = {"off": {"MODERATION_RECENT__ENABLED": "false"}, "on": {},
+            "thumbnails": {"MODERATION_RECENT__THUMBNAILS": "true"}}
+    for label in ("off", "on", "off", "on", "thumbnails"):
+        runs[label].append(measure_pipeline(stack, images, 1, cfg.uploads, say, envs[label],
+                                            f" (recent index {label})"))
+
+    def mean(label: str, key: str) -> float:
+        if key == "cpu":
+            return float(np.mean([r["cpu_seconds_per_image"]["worker-0"] * 1000
+                                  for r in runs[label]]))
+        return float(np.mean([r["images_per_s"] for r in runs[label]]))
+
+    base = mean("off", "ips")
+    return {"off_images_per_s": round(base, 1), "on_images_per_s": round(mean("on", "ips"), 1),
+            "thumbnails_images_per_s": round(mean("thumbnails", "ips"), 1),
+            "runs_images_per_s": {k: [r["images_per_s"] for r in v] for k, v in runs.items()},
+            "throughput_cost": round(1 - mean("on", "ips") / base, 3),
+            "throughput_cost_thumbnails": round(1 - mean("thumbnails", "ips") / base, 3),
+            "worker_cpu_ms_per_image": {k: round(mean(k, "cpu"), 2) for k in runs}}
+
+
+def measure_text_embedding(settings: Settings, repeats: int = 5) -> float:
+    """Milliseconds to embed one new text through Triton (warm, uncached): a search's
+    first step."""
+    encoder = TritonEncoder.from_settings(settings.triton)
+    encoder.embed_texts(["warm up"])
+    times = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        encoder.embed_texts([f"a syringe on a table, take {i}"])
+        times.append(time.perf_counter() - t)
+    encoder.close()
+    return round(float(np.median(times)) * 1000, 1)
 
 
 def machine() -> str:
@@ -249,7 +267,8 @@ def format_report(r: dict[str, Any]) -> str:
                                                 for k, v in r["peak_rss_mib"].items())]
     s = r["scoring_1000x10_batch32"]
     rc, c = r["recent_index"], r["console"]
-    lines += ["", f"recent-uploads index, 1 worker: off {rc['off_images_per_s']:.1f}, on "
+    lines += ["", f"recent-uploads index, 1 worker (mean of 2 runs each): off "
+              f"{rc['off_images_per_s']:.1f}, on "
               f"{rc['on_images_per_s']:.1f} ({rc['throughput_cost']:+.1%} cost), with "
               f"thumbnails {rc['thumbnails_images_per_s']:.1f} images/s "
               f"({rc['throughput_cost_thumbnails']:+.1%}); worker CPU ms/image "
