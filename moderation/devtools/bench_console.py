@@ -4,7 +4,6 @@ recent window (100,000 uploads), and loading that window from Redis."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,21 +12,13 @@ from moderation.config import Settings
 from moderation.core.backtest import backtest, search
 from moderation.core.policy import Policy, PolicySet
 from moderation.core.recent import RecentEntry, RecentWindow
+from moderation.devtools.bench_measures import median_seconds
 from moderation.edges.recent_index import RedisRecentIndex
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> Any:
     v = rng.normal(size=(n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def measure_backtest(dim: int, uploads: int = 100_000, policies: int = 50, prompts: int = 10,
@@ -44,9 +35,9 @@ def measure_backtest(dim: int, uploads: int = 100_000, policies: int = 50, promp
     draft = PolicySet(policies=tuple(
         p.model_copy(update={"threshold": 0.09, **({"prompts": p.prompts[1:]} if k % 2 else {})})
         for k, p in enumerate(current.policies)))
-    backtest_s = _median(lambda: backtest(window, current, emb, draft, emb), repeats)
+    backtest_s = median_seconds(lambda: backtest(window, current, emb, draft, emb), repeats)
     query = _unit(rng, 1, dim)[0]
-    search_s = _median(lambda: search(window, query, 24), 10)
+    search_s = median_seconds(lambda: search(window, query, 24), 10)
     return {"uploads": uploads, "policies": policies, "prompts_per_policy": prompts,
             "backtest_s": round(backtest_s, 3), "search_ms": round(search_s * 1000, 2)}
 

@@ -248,14 +248,16 @@ def measure_scoring(dim: int, policies: int = 1000, prompts: int = 10, batch: in
     ups = [(Upload(upload_id=f"u{i}", image=b"", image_url=None, created_at=None),
             datetime.now(UTC)) for i in range(batch)]
 
-    def best_of(fn: Callable[[], object]) -> float:  # the median, in fact
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times))
+    return {"score_s": median_seconds(lambda: score(emb, matrix), repeats),
+            "decide_s": median_seconds(lambda: [d.to_bytes() for d in decide(
+                ups, emb, matrix, 1, "m")], repeats)}
 
-    return {"score_s": best_of(lambda: score(emb, matrix)),
-            "decide_s": best_of(lambda: [d.to_bytes() for d in decide(ups, emb, matrix, 1,
-                                                                        "m")])}
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))

@@ -311,17 +311,24 @@ def test_a_partition_assigned_back_mid_poll_restarts_at_its_committed_offset() -
     assert consumer.last_committed() == {TP("uploads", 0): 16}
 
 
-def test_a_shadow_policy_is_reported_and_counted_but_never_flags() -> None:
+def blue_and_red_with(name: str, action: str
+                      ) -> tuple[dict[str, Any], FakePublisher, Metrics, FakeConsumer]:
+    """A blue and a red upload under red_things plus a ``blue`` policy with ``action``."""
     from moderation.core.policy import Policy
 
     source = FakeSource()
-    blue = Policy(name="blue_things", threshold=0.5, prompts=("blue",), action="shadow")
+    blue = Policy(name=name, threshold=0.5, prompts=("blue",), action=action)  # type: ignore[arg-type]
     source.publish(policy_set(extra=[blue]))
     consumer = FakeConsumer(records([event("blue-1", BLUE), event("red-1", RED)]))
     worker, pub, metrics = make_worker(consumer, source=source)
     worker.run(idle_exit_s=0.3)
     decisions = {json.loads(v or b"")["upload_id"]: json.loads(v or b"")
                  for _, _, v, _ in pub.on(DECISIONS)}
+    return decisions, pub, metrics, consumer
+
+
+def test_a_shadow_policy_is_reported_and_counted_but_never_flags() -> None:
+    decisions, _, metrics, _ = blue_and_red_with("blue_things", "shadow")
     assert decisions["blue-1"]["decision"] == "allow"
     assert decisions["blue-1"]["flagged_policies"] == []
     assert decisions["blue-1"]["shadow_flagged_policies"] == ["blue_things"]
@@ -336,16 +343,7 @@ def test_a_shadow_policy_is_reported_and_counted_but_never_flags() -> None:
 
 
 def test_a_review_policy_sends_the_upload_to_the_review_topic_without_flagging() -> None:
-    from moderation.core.policy import Policy
-
-    source = FakeSource()
-    blue = Policy(name="blue_review", threshold=0.5, prompts=("blue",), action="review")
-    source.publish(policy_set(extra=[blue]))
-    consumer = FakeConsumer(records([event("blue-1", BLUE), event("red-1", RED)]))
-    worker, pub, metrics = make_worker(consumer, source=source)
-    worker.run(idle_exit_s=0.3)
-    decisions = {json.loads(v or b"")["upload_id"]: json.loads(v or b"")
-                 for _, _, v, _ in pub.on(DECISIONS)}
+    decisions, pub, metrics, consumer = blue_and_red_with("blue_review", "review")
     assert decisions["blue-1"]["decision"] == "allow"
     assert decisions["blue-1"]["review_policies"] == ["blue_review"]
     assert decisions["red-1"]["decision"] == "flag" and decisions["red-1"]["review_policies"] == []
