@@ -38,7 +38,9 @@ class Console:
         self.window = RecentWindow()
         self._last_id: str | None = None
         self._refreshed = -float("inf")
-        self._lock = threading.Lock()
+        # FastAPI runs requests on a thread pool: a refresh must not move rows under a
+        # backtest or search reading them (re-entrant: those refresh first)
+        self._lock = threading.RLock()
 
     @classmethod
     def from_settings(cls, settings: Settings, encoder: Encoder) -> Console:
@@ -62,13 +64,16 @@ class Console:
             return self.window
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        w = self.refresh()
-        return [entry_json(e) for e in reversed(w.entries[-limit:])]
+        with self._lock:
+            w = self.refresh()
+            return [entry_json(e) for e in reversed(w.entries[-limit:])]
 
     def thumbnail(self, upload_id: str) -> bytes | None:
-        w = self.refresh()
-        row = w.row(upload_id)
-        return None if row is None else self.index.thumbnail(w.stream_ids[row])
+        with self._lock:
+            w = self.refresh()
+            row = w.row(upload_id)
+            stream_id = None if row is None else w.stream_ids[row]
+        return None if stream_id is None else self.index.thumbnail(stream_id)
 
     # --- policies ------------------------------------------------------------------------
 
@@ -109,30 +114,33 @@ class Console:
     def backtest(self, draft: PolicySet, last: int | None = None,
                  since_s: float | None = None) -> dict[str, Any]:
         current = self.current()
-        w = self.refresh()
-        rows = _rows(w, current.model, last, since_s)
         _, draft_emb = embed_prompts(draft.texts(), self.encoder, self.store)
-        started = time.perf_counter()
-        report = backtest(w.embeddings32()[rows], current.policies, current.embeddings, draft,
-                          draft_emb)
-        return report_json(report, [w.entries[i] for i in rows], current.version,
-                           time.perf_counter() - started)
+        with self._lock:
+            w = self.refresh()
+            rows = _rows(w, current.model, last, since_s)
+            started = time.perf_counter()
+            report = backtest(w.embeddings32()[rows], current.policies, current.embeddings,
+                              draft, draft_emb)
+            return report_json(report, [w.entries[i] for i in rows], current.version,
+                               time.perf_counter() - started)
 
     def search_text(self, text: str, k: int = 24) -> list[dict[str, Any]]:
         _, emb = embed_prompts([text], self.encoder, self.store)
         return self._search(emb[text], k)
 
     def search_similar(self, upload_id: str, k: int = 24) -> list[dict[str, Any]] | None:
-        w = self.refresh()
-        row = w.row(upload_id)
-        if row is None:
-            return None
-        return self._search(w.embeddings32()[row], k)
+        with self._lock:
+            w = self.refresh()
+            row = w.row(upload_id)
+            if row is None:
+                return None
+            return self._search(w.embeddings32()[row], k)
 
     def _search(self, query: Any, k: int) -> list[dict[str, Any]]:
-        w = self.refresh()
-        hits = search(w.embeddings32(), query, k)
-        return [{**entry_json(w.entries[i]), "similarity": round(s, 4)} for i, s in hits]
+        with self._lock:
+            w = self.refresh()
+            hits = search(w.embeddings32(), query, k)
+            return [{**entry_json(w.entries[i]), "similarity": round(s, 4)} for i, s in hits]
 
 
 def _rows(w: RecentWindow, model: str, last: int | None, since_s: float | None) -> Any:
