@@ -89,10 +89,7 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.console.app import serve
     from moderation.console.service import Console
 
-    console = Console.from_settings(settings, encoder_for(settings, False, None))
-    serve(settings, console, lambda port: print(
-        f"policy console on http://{settings.console.host}:{port}/ (API docs: /docs)",
-        flush=True))
+    serve(settings, Console.from_settings(settings, encoder_for(settings, False, None)))
     return 0
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moderation.console.auth import Caller, Tokens, requires
 from moderation.console.service import Console
 from moderation.contract.errors import PolicyError
-from moderation.core.policy import PolicySet
+from moderation.core.policy import PolicySet, parse_set
 from moderation.edges.policy_store import StoreError
 
 
@@ -41,7 +41,7 @@ class RollbackRequest(BaseModel):
 
 def parse_draft(console: Console, draft: Draft) -> PolicySet:
     try:
-        return console.parse(draft.policies)
+        return parse_set(draft.policies)
     except PolicyError as exc:
         raise HTTPException(422, str(exc)) from exc
 

@@ -85,19 +85,9 @@ def create_app(console: Console, settings: Settings) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, console: Console, on_started: Any = None) -> None:
-    """Run until SIGINT/SIGTERM (uvicorn's handlers)."""
+def serve(settings: Settings, console: Console) -> None:
+    """Run until SIGINT/SIGTERM (uvicorn's handlers); uvicorn logs the address it binds."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(console, settings), host=settings.console.host,
-                            port=settings.console.port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    if on_started is not None:
-        original = server.startup
-
-        async def startup(sockets: Any = None) -> None:
-            await original(sockets)
-            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else 0
-            on_started(port)
-        server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    uvicorn.run(create_app(console, settings), host=settings.console.host,
+                port=settings.console.port, log_config=None, access_log=False)

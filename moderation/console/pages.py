@@ -18,8 +18,9 @@ from starlette.datastructures import FormData
 from moderation.console.auth import COOKIE, Caller, Tokens, presented_token
 from moderation.console.service import Console
 from moderation.contract.errors import PolicyError
+from moderation.core.policy import parse_set
 from moderation.core.policy_diff import diff_sets
-from moderation.edges.policy_store import StoreError
+from moderation.edges.policy_store import StoredPolicySet, StoreError
 
 FIELDS = ("name", "description", "action", "threshold", "counter_margin", "prompts",
           "counter_prompts")
@@ -81,8 +82,9 @@ def pages_router(console: Console, tokens: Tokens) -> APIRouter:
                                           status_code=status)
 
     def policies_page(request: Request, caller: Caller, rows: list[dict[str, Any]] | None,
-                      status: int = 200, **ctx: Any) -> HTMLResponse:
-        current = console.current()
+                      status: int = 200, current: StoredPolicySet | None = None, **ctx: Any
+                      ) -> HTMLResponse:
+        current = current or console.current()
         if rows is None:
             rows = form_rows([p.model_dump(mode="json") for p in current.policies.policies])
         elif not any(r.get("blank") for r in rows):
@@ -121,7 +123,7 @@ def pages_router(console: Console, tokens: Tokens) -> APIRouter:
         do = str(form.get("do", "backtest"))
         message = str(form.get("message", ""))[:500]
         try:
-            policies = console.parse(items)
+            policies = parse_set(items)
         except PolicyError as exc:
             return policies_page(request, caller, rows, 422, error=str(exc), message=message)
         if do == "apply":
@@ -132,10 +134,11 @@ def pages_router(console: Console, tokens: Tokens) -> APIRouter:
             version = console.apply(policies, caller.author, message)
             return policies_page(request, caller, None, notice=f"Applied as version {version}."
                                  " Workers switch to it within seconds.")
-        changes = diff_sets(console.current().policies, policies)
-        report = console.backtest(policies) if do == "backtest" else None
-        return policies_page(request, caller, rows, changes=changes, report=report,
-                             message=message)
+        current = console.current()
+        changes = diff_sets(current.policies, policies)
+        report = console.backtest(policies, current=current) if do == "backtest" else None
+        return policies_page(request, caller, rows, current=current, changes=changes,
+                             report=report, message=message)
 
     @r.get("/history")
     def history(request: Request, caller: page_caller) -> HTMLResponse:

@@ -15,7 +15,7 @@ import numpy as np
 
 from moderation.config import Settings
 from moderation.core.backtest import Backtest, backtest, search
-from moderation.core.policy import PolicySet, parse_set
+from moderation.core.policy import PolicySet
 from moderation.core.policy_diff import diff_sets
 from moderation.core.recent import RecentEntry, RecentWindow
 from moderation.edges.encoders import Encoder
@@ -80,10 +80,6 @@ class Console:
     def current(self) -> StoredPolicySet:
         return self.store.load()
 
-    @staticmethod
-    def parse(items: Any) -> PolicySet:
-        return parse_set(items)
-
     def diff(self, draft: PolicySet) -> list[dict[str, Any]]:
         return [asdict(c) for c in diff_sets(self.current().policies, draft)]
 
@@ -112,8 +108,9 @@ class Console:
     # --- backtest and search ----------------------------------------------------------------
 
     def backtest(self, draft: PolicySet, last: int | None = None,
-                 since_s: float | None = None) -> dict[str, Any]:
-        current = self.current()
+                 since_s: float | None = None, current: StoredPolicySet | None = None
+                 ) -> dict[str, Any]:
+        current = current or self.current()
         _, draft_emb = embed_prompts(draft.texts(), self.encoder, self.store)
         with self._lock:
             w = self.refresh()

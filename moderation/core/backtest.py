@@ -127,10 +127,12 @@ def backtest(embeddings: NDArray[Any], current: PolicySet,
     are unchanged are scored once."""
     n = len(embeddings)
     now_by_name = {p.name: p for p in current.policies}
+    draft_by_name = {p.name: p for p in draft.policies}
     draft_cols = policy_columns(embeddings, draft, draft_emb)
     rescore = [p for p in current.policies
-               if p.name not in draft_cols or not _same_scores(p, _draft_policy(draft, p.name))]
-    now_cols = {p.name: draft_cols[p.name] for p in current.policies if p not in rescore}
+               if p.name not in draft_by_name or not _same_scores(p, draft_by_name[p.name])]
+    now_cols = {p.name: draft_cols[p.name] for p in current.policies
+                if p.name not in {r.name for r in rescore}}
     if rescore:
         now_cols.update(policy_columns(embeddings, PolicySet(policies=tuple(rescore)),
                                        current_emb))
@@ -153,17 +155,13 @@ def backtest(embeddings: NDArray[Any], current: PolicySet,
             p.threshold, int(now_cols[p.name].flagged(old).sum()) if old else 0,
             int(cols.flagged(p).sum()), sweep(cols, p), above, below))
     for old in current.policies:
-        if old.name not in draft_cols:
+        if old.name not in draft_by_name:
             reports.append(PolicyReport(old.name, "removed", old.action, None, old.threshold,
                                         None, int(now_cols[old.name].flagged(old).sum()), 0,
                                         [], [], []))
     return Backtest(n, int(flag_now.sum()), int(flag_draft.sum()),
                     [int(i) for i in newly], [int(i) for i in gone], *totals,
                     int(review_now.sum()), int(review_draft.sum()), reports)
-
-
-def _draft_policy(draft: PolicySet, name: str) -> Policy:
-    return next(p for p in draft.policies if p.name == name)
 
 
 def search(embeddings: NDArray[Any], query: NDArray[Any], k: int) -> list[tuple[int, float]]:

@@ -46,8 +46,8 @@ def measure_window_load(settings: Settings, dim: int, uploads: int = 100_000
                         ) -> dict[str, Any]:
     """Fill a recent index in Redis with ``uploads`` entries (no thumbnails), then read it
     all as the console does when it starts."""
-    index = RedisRecentIndex.from_settings(settings.redis, settings.recent, timeout_s=30)
-    index.stream, index.thumbs = "bench:recent", "bench:recent:thumbs"
+    redis = settings.redis.model_copy(update={"key_prefix": "bench"})
+    index = RedisRecentIndex.from_settings(redis, settings.recent, timeout_s=30)
     rng = np.random.default_rng(1)
     scores = {f"policy_{k}": 0.25 for k in range(7)}
     now = time.time()

@@ -16,6 +16,7 @@ from PIL import Image
 from moderation.console.app import create_app
 from moderation.contract.events import Upload
 from moderation.core.batching import decide
+from moderation.core.policy import parse_set
 from moderation.core.scoring import compile_policies
 from tests.console.conftest import TOKENS, Scene
 
@@ -77,7 +78,7 @@ def test_backtest_predicts_what_the_worker_scoring_decides(client: TestClient, s
     ids = sorted(scene.samples)
     emb = np.stack([scene.samples[u] for u in ids]).astype(np.float32)  # as the index keeps it
     now = worker_flags(ids, emb, stored.matrix())
-    then = worker_flags(ids, emb, compile_policies(scene.console.parse(draft),
+    then = worker_flags(ids, emb, compile_policies(parse_set(draft),
                                                    stored.embeddings))
     assert report["flagged_now"] == len(now) and report["flagged_draft"] == len(then)
     assert {u["upload_id"] for u in report["newly_flagged"]} == then - now != set()
