@@ -46,6 +46,9 @@ class KafkaSettings(_Section):
     review_topic: str = Field("moderation.review", description="uploads a review-action policy "
                               "matched, with their decision, for a human queue")
     group_id: str = Field("moderation", description="consumer group of the workers")
+    client: Literal["confluent-kafka", "kafka-python"] = Field(
+        "confluent-kafka", description="the worker's Kafka client: librdkafka (less CPU per "
+        "upload) or pure-Python kafka-python")
     session_timeout_ms: int = Field(10_000, gt=0, description="consumer group session timeout")
     max_poll_records: int = Field(256, gt=0, description="records fetched per poll")
     max_message_bytes: int = Field(30 * 1024 * 1024, gt=0,
@@ -93,6 +96,8 @@ class WorkerSettings(_Section):
                                "pauses its partitions")
     concurrent_batches: int = Field(2, gt=0, description="batches in Triton at once")
     batch_linger_ms: int = Field(5, ge=0, description="wait for a fuller batch at most this long")
+    blas_threads: int = Field(1, gt=0, description="BLAS threads for scoring: its matrices are "
+                              "small, and idle BLAS threads spin between batches")
     commit_interval_s: float = Field(1.0, gt=0, description="how often acknowledged offsets are "
                                      "committed")
     retry_max_s: float = Field(10.0, gt=0, description="longest backoff while Triton is down")

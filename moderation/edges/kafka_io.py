@@ -1,6 +1,8 @@
 """The Kafka edge: the record and publisher interfaces the worker codes against, and the
-kafka-python clients behind them. Plain Kafka protocol only, so a real cluster works
-unchanged (the embedded stack runs the Tansu broker)."""
+clients behind them: confluent-kafka (librdkafka, ``kafka_confluent``, the default) or
+kafka-python (``KAFKA__CLIENT``). The tools, the benchmark's drivers and the tests use
+kafka-python. Plain Kafka protocol only, so a real cluster works unchanged (the embedded
+stack runs the Tansu broker)."""
 
 from __future__ import annotations
 
@@ -112,8 +114,22 @@ class KafkaPublisher:
         self._producer.close(timeout=timeout_s)
 
 
+def make_publisher(settings: KafkaSettings) -> Publisher:
+    """The worker's publisher, from the client ``settings.client`` names."""
+    if settings.client == "confluent-kafka":
+        from moderation.edges.kafka_confluent import ConfluentPublisher
+
+        return ConfluentPublisher(settings)
+    return KafkaPublisher(settings)
+
+
 def make_consumer(settings: KafkaSettings, **overrides: Any) -> Any:
-    """A group consumer with manual commits; the worker commits acknowledged offsets."""
+    """A group consumer with manual commits, from the client ``settings.client`` names (the
+    worker commits acknowledged offsets). Both offer kafka-python's consumer methods."""
+    if settings.client == "confluent-kafka":
+        from moderation.edges.kafka_confluent import ConfluentConsumer
+
+        return ConfluentConsumer(settings)
     from kafka import KafkaConsumer
 
     options: dict[str, Any] = {

@@ -172,7 +172,8 @@ class Partitions:
         tps = list(tps)
         with self._lock:
             self._owned.update(tps)
-            self._unpositioned.update(tps)
+            if not getattr(self.consumer, "positions_on_assign", False):
+                self._unpositioned.update(tps)
         log.info("partitions assigned: %s", partition_names(tps))
 
     def position_assigned(self) -> None:

@@ -16,7 +16,7 @@ from moderation.edges.attempt_counter import RedisAttemptCounter
 from moderation.edges.decision_ledger import RedisDecisionLedger
 from moderation.edges.encoders import Encoder, TritonEncoder
 from moderation.edges.http_endpoints import HealthServer
-from moderation.edges.kafka_io import KafkaPublisher, make_consumer
+from moderation.edges.kafka_io import make_consumer, make_publisher
 from moderation.edges.live_policies import LivePolicies
 from moderation.edges.metrics import Metrics
 from moderation.edges.policy_store import RedisPolicyStore
@@ -39,6 +39,11 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
                on_ready: Callable[[Worker, int], None] | None = None,
                handle_signals: bool = True) -> Worker:
     """Run one worker until SIGTERM/SIGINT (or idle exit); returns it for its stats."""
+    from threadpoolctl import threadpool_limits
+
+    # OpenBLAS's idle threads spin in sched_yield after each small scoring product: with
+    # its default (a thread per core) they cost ~1.9 ms of CPU per upload (README: profile)
+    threadpool_limits(settings.worker.blas_threads, user_api="blas")
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     encoder = TritonEncoder.from_settings(settings.triton)
@@ -47,7 +52,7 @@ def run_worker(settings: Settings, idle_exit_s: float | None = None,
     stop_follow = threading.Event()
     follower = threading.Thread(target=policies.follow, args=(stop_follow,),
                                 name="policies", daemon=True)
-    publisher = KafkaPublisher(settings.kafka)
+    publisher = make_publisher(settings.kafka)
     ledger = (RedisDecisionLedger.from_settings(settings.redis, settings.dedupe.ttl_s)
               if settings.dedupe.enabled else None)
     attempts = RedisAttemptCounter.from_settings(settings.redis, settings.kafka.group_id,

@@ -37,11 +37,14 @@ class Pipeline:
     store: RedisPolicyStore
 
 
-@pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, redis_url: str, triton_demo: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+@pytest.fixture(scope="module", params=["confluent-kafka", "kafka-python"])
+def pipeline(request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str,
+             triton_demo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A worker with each Kafka client (the same tests hold for both)."""
+    client = request.param
     env = {
-        **worker_env(kafka_bootstrap, redis_url, triton_demo, "e2e"),
+        **worker_env(kafka_bootstrap, redis_url, triton_demo, f"e2e-{client}"),
+        "MODERATION_KAFKA__CLIENT": client,
         "MODERATION_KAFKA__MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
         "MODERATION_IMAGES__MAX_BYTES": str(hc.MAX_IMAGE_BYTES),
         "MODERATION_IMAGES__MAX_PIXELS": str(hc.MAX_PIXELS),
