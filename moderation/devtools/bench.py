@@ -10,6 +10,8 @@ measured in one run, on one machine, on a freshly started embedded stack.
   wait for the ack, commit; no batching, no overlap;
 - CPU seconds and peak RSS per process, and the cost of scoring 1,000 policies x 10
   prompts against a batch of 32;
+- the worker's CPU per upload for ~50 KB JPEGs, raw-bytes and JSON events, with each Kafka
+  client (``worker_cpu_ms_per_image``: raw bytes, the default client);
 - the recent-uploads index's cost (one worker with it off and on, twice each, alternating;
   then with thumbnails), and
   the console's backtest (100,000 uploads x 50 policies x 10 prompts), search and window
@@ -33,7 +35,7 @@ from moderation.config import KafkaSettings, RedisSettings, Settings, TritonSett
 from moderation.core.images import decode_image, preprocess
 from moderation.devtools import devstack, proc_stats
 from moderation.devtools.bench_console import measure_backtest, measure_window_load
-from moderation.devtools.bench_images import encoded_uploads
+from moderation.devtools.bench_images import encoded_uploads, jpeg_uploads
 from moderation.devtools.bench_measures import (
     Say,
     Stack,
@@ -140,6 +142,7 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
             say(f"  raw encoder, batch {b}: {raw[b]:.1f} images/s")
         pipelines = [measure_pipeline(stack, images, w, cfg.uploads, say)
                      for w in cfg.worker_counts]
+        worker_cpu = measure_worker_cpu(stack, cfg, say)
         recent = measure_recent_cost(stack, images, cfg, say)
         window = measure_window_load(stack.settings, manifest.embedding_dim,
                                      cfg.console_uploads)
@@ -170,6 +173,8 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
         "ratio_pipeline_to_raw": round(best["images_per_s"] / best_raw, 3),
         "ratio_pipeline_to_naive": round(best["images_per_s"] / naive["images_per_s"], 2),
         "latency_saturation_ms": best["saturation"], "latency_half_rate_ms": best["half_rate"],
+        "worker_cpu_ms_per_image": worker_cpu["confluent-kafka"]["raw"],
+        "worker_cpu": worker_cpu,
         "pipelines": pipelines, "naive": naive,
         "peak_rss_mib": {**peak, **{k: v for p in pipelines
                                     for k, v in p["peak_rss_mib"].items()}},
@@ -186,6 +191,22 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
                                          "triton_instances": cfg.triton_instances,
                                          "torch_threads": cfg.torch_threads},
     }
+
+
+def measure_worker_cpu(stack: Stack, cfg: BenchConfig, say: Say) -> dict[str, Any]:
+    """One worker's CPU milliseconds per upload for ~50 KB JPEGs, as raw-bytes records and
+    as JSON events with base64, with each Kafka client."""
+    jpegs = jpeg_uploads(cfg.distinct_images)
+    out: dict[str, Any] = {"jpeg_kb_mean": round(float(np.mean([len(j) for j in jpegs]))
+                                                 / 1024, 1)}
+    for client in ("confluent-kafka", "kafka-python"):
+        out[client] = {}
+        for form in ("raw", "json"):
+            run = measure_pipeline(stack, jpegs, 1, cfg.uploads, say,
+                                   {"MODERATION_KAFKA__CLIENT": client},
+                                   f" ({client}, {form} 50 KB JPEGs)", raw=form == "raw")
+            out[client][form] = round(run["cpu_seconds_per_image"]["worker-0"] * 1000, 3)
+    return out
 
 
 def measure_recent_cost(stack: Stack, images: list[bytes], cfg: BenchConfig,
@@ -263,6 +284,10 @@ def format_report(r: dict[str, Any]) -> str:
         naive = r["naive"]["cpu_seconds_per_image"].get(name)
         lines.append(f"  {name:<10} {v * 1000:8.2f} ms" + (f"   naive {naive * 1000:8.2f} ms"
                                                            if naive is not None else ""))
+    wc = r["worker_cpu"]
+    lines += ["", f"worker CPU ms per upload, {wc['jpeg_kb_mean']} KB JPEGs: "
+              + "; ".join(f"{client}: raw {wc[client]['raw']}, JSON {wc[client]['json']}"
+                          for client in ("confluent-kafka", "kafka-python"))]
     lines += ["", "peak RSS MiB: " + ", ".join(f"{k} {v:.0f}"
                                                 for k, v in r["peak_rss_mib"].items())]
     s = r["scoring_1000x10_batch32"]

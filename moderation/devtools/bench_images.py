@@ -42,3 +42,14 @@ def encoded_uploads(n: int, seed: int = 0) -> list[bytes]:
             img.save(buf, "JPEG", quality=85)
         out.append(buf.getvalue())
     return out
+
+
+def jpeg_uploads(n: int, seed: int = 0, quality: int = 88) -> list[bytes]:
+    """``n`` distinct 640x480 JPEGs of about 50 KB each (quality 88): the upload the
+    worker's CPU budget is stated for."""
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        render(seed * 100_003 + i).save(buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out

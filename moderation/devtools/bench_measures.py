@@ -118,8 +118,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: int,
-                     say: Say, worker_env: dict[str, str] | None = None, label: str = ""
-                     ) -> dict[str, Any]:
+                     say: Say, worker_env: dict[str, str] | None = None, label: str = "",
+                     raw: bool = False) -> dict[str, Any]:
+    """``workers`` worker processes at saturation, then at half that rate. ``raw``: the
+    image bytes as the record value (else JSON events with base64)."""
     run = uuid.uuid4().hex[:6]
     k = scoped_topics(stack.settings.kafka, f"bench-{run}")
     settings = stack.settings.model_copy(update={"kafka": k})
@@ -133,12 +135,12 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
         clock = DecisionClock(settings)
         # warm-up: the first batches pay one-off costs (connections, allocator)
         warm_ids = [f"warm-{run}-{i}" for i in range(16)]
-        produce_events(settings.kafka, images, warm_ids)
+        produce_events(settings.kafka, images, warm_ids, raw=raw)
         clock.wait_for(set(warm_ids), 120)
         cpu0 = _cpu(stack, procs)
         ids = [f"sat-{run}-{i}" for i in range(uploads)]
         t0 = time.time()
-        created = produce_events(settings.kafka, images, ids)
+        created = produce_events(settings.kafka, images, ids, raw=raw)
         clock.wait_for(set(ids), 900)
         elapsed = max(clock.arrived[i] for i in ids) - t0
         rate = uploads / elapsed
@@ -147,7 +149,7 @@ def measure_pipeline(stack: Stack, images: list[bytes], workers: int, uploads: i
         say(f"  {workers} worker(s){label}: {rate:.1f} images/s at saturation, "
             f"p50 {sat['p50_ms']} ms")
         half_ids = [f"half-{run}-{i}" for i in range(max(8, uploads // 2))]
-        created_half = produce_events(settings.kafka, images, half_ids, rate / 2)
+        created_half = produce_events(settings.kafka, images, half_ids, rate / 2, raw)
         clock.wait_for(set(half_ids), 900)
         half = _percentiles([clock.arrived[i] - created_half[i] for i in half_ids])
         say(f"  {workers} worker(s) at {rate / 2:.1f}/s (50%): p50 {half['p50_ms']} ms, "

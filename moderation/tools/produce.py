@@ -68,9 +68,10 @@ def produce_files(settings: KafkaSettings, paths: Sequence[Path], id_prefix: str
 
 
 def produce_events(settings: KafkaSettings, images: Sequence[bytes], ids: Sequence[str],
-                   rate_per_s: float | None = None) -> dict[str, float]:
+                   rate_per_s: float | None = None, raw: bool = False) -> dict[str, float]:
     """Send one upload event per id (images reused in turn), as fast as the broker takes
-    them or paced at ``rate_per_s``; returns id -> created_at (epoch seconds)."""
+    them or paced at ``rate_per_s``; returns id -> created_at (epoch seconds). ``raw``: the
+    image bytes as the value and the id in the ``upload-id`` header, else JSON events."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(**settings.client_options(), acks="all", linger_ms=5,
@@ -86,8 +87,13 @@ def produce_events(settings: KafkaSettings, images: Sequence[bytes], ids: Sequen
                     time.sleep(delay)  # pacing the offered load, not synchronisation
             now = datetime.now(UTC)
             created[uid] = now.timestamp()
-            producer.send(settings.input_topic, key=uid.encode(),
-                          value=upload_event(uid, images[i % len(images)], created_at=now))
+            image = images[i % len(images)]
+            if raw:
+                producer.send(settings.input_topic, key=uid.encode(), value=image,
+                              headers=[("upload-id", uid.encode())])
+            else:
+                producer.send(settings.input_topic, key=uid.encode(),
+                              value=upload_event(uid, image, created_at=now))
         producer.flush(timeout=120)
     finally:
         producer.close()

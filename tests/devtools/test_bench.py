@@ -47,6 +47,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert set(recent["worker_cpu_ms_per_image"]) == {"off", "on", "thumbnails"}
     assert report["console"]["uploads"] == 2_000 and report["console"]["backtest_s"] > 0
     assert report["console"]["window"]["uploads"] == 2_000
+    wc = report["worker_cpu"]
+    assert report["worker_cpu_ms_per_image"] == wc["confluent-kafka"]["raw"] > 0
+    assert all(wc[c][f] > 0 for c in ("confluent-kafka", "kafka-python") for f in ("raw", "json"))
     text = format_report(report)
+    assert "worker CPU ms per upload" in text
     assert "recent-uploads index, 1 worker" in text
     assert text.splitlines()[2].startswith("ratio pipeline / raw encoder")
