@@ -63,8 +63,17 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from moderation.devtools import stack
+    from moderation.devtools import devstack, stack
 
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("dev up --gpu: no CUDA device here (torch.cuda.is_available() is False); "
+                  "the CPU repository serves without --gpu", file=sys.stderr)
+            return 2
+        settings = settings.model_copy(update={"dev": settings.dev.model_copy(
+            update={"model_repository": devstack.GPU_MODEL_REPOSITORY})})
     return stack.run(args.action, settings)
 
 
@@ -112,5 +121,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     d = sub.add_parser("dev", help="the embedded stack on 127.0.0.1")
     d.add_argument("action", choices=["up", "down", "status", "env"])
+    d.add_argument("--gpu", action="store_true",
+                   help="serve triton_models/gpu (GPU decoding, fp16, CUDA graphs); needs CUDA")
     d.set_defaults(func=cmd_dev)
 

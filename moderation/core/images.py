@@ -90,6 +90,17 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits(),
     return _guarded(lambda: _decode(_open_checked(data, limits), min_side))
 
 
+def open_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """The image with only its headers read and every limit checked (``ImageError`` else):
+    lets a caller choose a decoder (``serving.gpu_images`` sends JPEGs to the GPU)."""
+    return _guarded(lambda: _open_checked(data, limits))
+
+
+def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """``decode_image`` for an image ``open_image`` returned."""
+    return _guarded(lambda: _decode(img, min_side))
+
+
 def _decode(img: Image.Image, min_side: int | None = None) -> Image.Image:
     if min_side and img.format == "JPEG":
         img.draft("RGB", (3 * min_side, 3 * min_side))

@@ -33,12 +33,20 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "triton_models" / "cpu"
+GPU_MODEL_REPOSITORY = REPO_ROOT / "triton_models" / "gpu"
 
 
 # --- Triton ----------------------------------------------------------------------------
 
 
+TRITON_HOME_ENV = "MODERATION_TRITON_HOME"
+
+
 def _pytriton_dir() -> Path:
+    """The ``tritonserver`` directory: ``$MODERATION_TRITON_HOME`` (an unpacked
+    ``scripts/gpu-bench.sh --pack``, its libraries in ``lib/``) or the pytriton wheel's."""
+    if os.environ.get(TRITON_HOME_ENV):
+        return Path(os.environ[TRITON_HOME_ENV])
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
@@ -71,7 +79,8 @@ def prepare_triton_backends(state_dir: Path) -> Path:
 def triton_env() -> dict[str, str]:
     """Environment for tritonserver: the stub must load this interpreter and its packages."""
     env = dict(os.environ)
-    libs = Path(_pytriton_dir()).parent.parent / "nvidia_pytriton.libs"
+    home = _pytriton_dir()
+    libs = home / "lib" if (home / "lib").is_dir() else home.parent.parent / "nvidia_pytriton.libs"
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = ":".join(
         p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
@@ -91,10 +100,14 @@ class TritonPorts:
         return cls(free_port(), free_port(), free_port())
 
 
-def triton_command(state_dir: Path, repository: Path, ports: TritonPorts) -> list[str]:
+def triton_command(state_dir: Path, repository: Path, ports: TritonPorts,
+                   gpu: bool = False) -> list[str]:
+    """The tritonserver command line; without ``gpu``, the flags that keep it from probing
+    for CUDA and NVML."""
     backends = prepare_triton_backends(state_dir)
     binary = _pytriton_dir() / "bin" / "tritonserver"
     cache = _pytriton_dir() / "caches"
+    cpu_only = [] if gpu else ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
     return [
         str(binary),
         f"--model-repository={repository}",
@@ -103,8 +116,7 @@ def triton_command(state_dir: Path, repository: Path, ports: TritonPorts) -> lis
         "--http-address=127.0.0.1", f"--http-port={ports.http}",
         "--grpc-address=127.0.0.1", f"--grpc-port={ports.grpc}",
         "--metrics-address=127.0.0.1", f"--metrics-port={ports.metrics}",
-        "--allow-gpu-metrics=false",
-        "--pinned-memory-pool-byte-size=0",
+        *cpu_only,
         "--exit-timeout-secs=10",
     ]
 
@@ -121,7 +133,8 @@ def start_triton(
     ports = ports or TritonPorts.free()
     full_env = triton_env()
     full_env.update(env or {})
-    proc = spawn("tritonserver", triton_command(state_dir, repository, ports), state_dir,
+    gpu = repository == GPU_MODEL_REPOSITORY.resolve()
+    proc = spawn("tritonserver", triton_command(state_dir, repository, ports, gpu), state_dir,
                  full_env)
     ready = f"http://127.0.0.1:{ports.http}/v2/health/ready"
     wait_until(lambda: http_ok(ready), proc, timeout_s, "ready")

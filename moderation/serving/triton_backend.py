@@ -1,4 +1,5 @@
-"""Shared logic of the Triton python-backend models in ``triton_models/cpu``.
+"""Shared logic of the Triton python-backend models in ``triton_models/cpu`` and
+``triton_models/gpu`` (whose image path is ``serving.gpu_images``).
 
 The ``model.py`` files stay thin: they translate between ``pb_utils`` tensors and these
 functions. The bundle comes from ``MODERATION_MODEL__BUNDLE`` in the server's environment
@@ -25,6 +26,18 @@ BUNDLE_ENV = "MODERATION_MODEL__BUNDLE"
 def param(config: dict[str, Any], key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return str(value) if value else default
+
+
+def params(config: dict[str, Any]) -> dict[str, str]:
+    """Every ``parameters`` entry of a model config, as strings."""
+    return {k: str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()}
+
+
+def instance_device(args: dict[str, Any]) -> str:
+    """The torch device of a model instance: ``cuda:N`` for a KIND_GPU instance."""
+    if args.get("model_instance_kind") == "GPU":
+        return f"cuda:{args.get('model_instance_device_id', 0)}"
+    return "cpu"
 
 
 def bundle_ref(config: dict[str, Any]) -> str:
@@ -71,10 +84,11 @@ def serving_threads(setting: str, image_params: int) -> int | None:
     return threads if threads > 0 else None
 
 
-def load_for_serving(config: dict[str, Any], image_model: bool = True) -> Bundle:
+def load_for_serving(config: dict[str, Any], image_model: bool = True,
+                     device: str = "cpu") -> Bundle:
     import torch
 
-    bundle = load_bundle(bundle_ref(config))
+    bundle = load_bundle(bundle_ref(config), device)
     setting = param(config, "torch_threads", "0")
     # the text model has no image tower to size: "auto" leaves torch's default there
     params = (bundle.image_param_count() if image_model and setting == "auto"
