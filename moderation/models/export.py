@@ -88,7 +88,8 @@ def _plan_config(name: str, inputs: list[tuple[str, str, list[int]]], dim: int,
 
 
 def _python_config(name: str, inp: tuple[str, str, list[int]],
-                   outs: list[tuple[str, str, list[int]]], max_batch: int, bundle: str) -> str:
+                   outs: list[tuple[str, str, list[int]]], max_batch: int, bundle: str,
+                   kind: str = "KIND_CPU") -> str:
     o = ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ {", ".join(map(str, d))} ] }}'
                    for n, t, d in outs)
     return (
@@ -96,7 +97,7 @@ def _python_config(name: str, inp: tuple[str, str, list[int]],
         f'input [\n  {{ name: "{inp[0]}" data_type: {inp[1]} dims: [ 1 ] }}\n]\n'
         f"output [\n{o}\n]\n"
         "dynamic_batching { max_queue_delay_microseconds: 1000 }\n"
-        "instance_group [ { count: 2 kind: KIND_CPU } ]\n"
+        f"instance_group [ {{ count: 2 kind: {kind} }} ]\n"
         f'parameters: {{ key: "bundle" value: {{ string_value: "{bundle}" }} }}\n'
     )
 
@@ -118,32 +119,38 @@ def _ensemble_config(name: str, inp: tuple[str, str], dim: int, max_batch: int,
     )
 
 
-_PREPROCESS_PY = '''"""Decode + preprocess encoded images for the TensorRT image encoder."""
+_PREPROCESS_PY = '''"""Decode + preprocess encoded images for the TensorRT image encoder: JPEGs with
+nvJPEG on the GPU, the rest with Pillow, resized and normalised on the GPU (the same
+moderation.serving.gpu_images as triton_models/gpu); pixels stay on the GPU (DLPack)."""
 import json
-import numpy as np
 import triton_python_backend_utils as pb_utils
+from torch.utils import dlpack
+from moderation.contract.errors import ImageError
+from moderation.serving import gpu_images as gi
 from moderation.serving import triton_backend as tb
-from moderation.core.images import decode_image
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.bundle = tb.load_for_serving(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.bundle = tb.load_for_serving(config)
+        options = gi.options_from(tb.params(config), tb.instance_device(args))
+        self.images = gi.GpuImages(self.bundle, options, tower=False)
         self.limits = tb.limits_from_env()
 
     def execute(self, requests):
         out = []
         for r in requests:
             raw = pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy().reshape(-1)
-            try:
-                imgs = [decode_image(bytes(x), self.limits) for x in raw]
-            except Exception as exc:
-                err = pb_utils.TritonError(f"{getattr(exc, 'reason', 'corrupt_image')}: {exc}")
+            decoded = self.images.decode([bytes(x) for x in raw], self.limits)
+            error = next((d for d in decoded if isinstance(d, ImageError)), None)
+            if error is not None:
+                err = pb_utils.TritonError(f"{error.reason}: {error}")
                 out.append(pb_utils.InferenceResponse(output_tensors=[], error=err))
                 continue
-            px = self.bundle.pixels(imgs).astype(np.float32)
+            px = self.images.pixels(decoded).contiguous()
             out.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor("pixel_values", px),
+                pb_utils.Tensor.from_dlpack("pixel_values", dlpack.to_dlpack(px)),
                 pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(px)))]))
         return out
 '''
@@ -187,7 +194,7 @@ def write_gpu_repository(repository: Path, bundle: Bundle, max_batch: int = 32) 
         "image_preprocess/config.pbtxt": _python_config(
             "image_preprocess", ("IMAGE", "TYPE_STRING", [1]),
             [("pixel_values", "TYPE_FP32", [3, size, size]), ("MODEL", "TYPE_STRING", [1])],
-            max_batch, ref),
+            max_batch, ref, kind="KIND_GPU"),  # nvJPEG decoding: serving/gpu_images.py
         "image_preprocess/1/model.py": _PREPROCESS_PY,
         "text_tokenize/config.pbtxt": _python_config(
             "text_tokenize", ("TEXT", "TYPE_STRING", [1]),

@@ -69,20 +69,25 @@ def _nvjpeg() -> Any:
 class GpuImages:
     """Encoded images in, L2-normalised float32 embeddings out, on one device."""
 
-    def __init__(self, bundle: Bundle, options: GpuOptions) -> None:
+    def __init__(self, bundle: Bundle, options: GpuOptions, tower: bool = True) -> None:
+        """``tower=False``: decoding and preprocessing only (the TensorRT repository's
+        ``image_preprocess`` step, whose plan is the tower)."""
         import torch
 
         self.options = options
         self.spec: Preprocess = bundle.preprocess_spec
         self.device = torch.device(options.device)
         self.dtype = torch.float16 if options.half else torch.float32
-        tower = bundle.image_tower().to(self.device)
-        self.tower = tower.half() if options.half else tower
+        self.tower: Any = None
+        if tower:
+            self.tower = bundle.image_tower().to(self.device)
+            if options.half:
+                self.tower.half()
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self.decode_jpeg = _nvjpeg() if options.on_gpu else None
         self._graphs: dict[int, tuple[Any, Any, Any]] = {}
-        if options.cuda_graphs:
+        if options.cuda_graphs and tower:
             for b in options.buckets:
                 self._graphs[b] = self._capture(b)
 
