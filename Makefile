@@ -33,8 +33,8 @@ demo: setup
 chaos: setup
 	$(BIN)/moderation chaos
 
-# pipeline vs raw encoder vs naive baseline, recent-index and console costs, on a fresh
-# embedded stack (about 6 minutes)
+# pipeline vs raw encoder vs naive baseline, worker CPU per upload, recent-index and console
+# costs, on a fresh embedded stack (about 8 minutes)
 bench: setup
 	$(BIN)/moderation bench
 

@@ -195,17 +195,22 @@ def run_bench(cfg: BenchConfig, say: Say = print, state: Path | None = None) -> 
 
 def measure_worker_cpu(stack: Stack, cfg: BenchConfig, say: Say) -> dict[str, Any]:
     """One worker's CPU milliseconds per upload for ~50 KB JPEGs, as raw-bytes records and
-    as JSON events with base64, with each Kafka client."""
+    as JSON events with base64: with each Kafka client, and as before the profile
+    (kafka-python, BLAS with a thread per core: README, Performance)."""
     jpegs = jpeg_uploads(cfg.distinct_images)
     out: dict[str, Any] = {"jpeg_kb_mean": round(float(np.mean([len(j) for j in jpegs]))
                                                  / 1024, 1)}
-    for client in ("confluent-kafka", "kafka-python"):
-        out[client] = {}
+    setups = {"confluent-kafka": {"MODERATION_KAFKA__CLIENT": "confluent-kafka"},
+              "kafka-python": {"MODERATION_KAFKA__CLIENT": "kafka-python"},
+              "before": {"MODERATION_KAFKA__CLIENT": "kafka-python",
+                         "MODERATION_WORKER__BLAS_THREADS": str(os.cpu_count() or 1)}}
+    for name, env in setups.items():
+        out[name] = {}
         for form in ("raw", "json"):
-            run = measure_pipeline(stack, jpegs, 1, cfg.uploads, say,
-                                   {"MODERATION_KAFKA__CLIENT": client},
-                                   f" ({client}, {form} 50 KB JPEGs)", raw=form == "raw")
-            out[client][form] = round(run["cpu_seconds_per_image"]["worker-0"] * 1000, 3)
+            run = measure_pipeline(stack, jpegs, 1, cfg.uploads, say, env,
+                                   f" ({name}, {form} 50 KB JPEGs)", raw=form == "raw")
+            out[name][form] = round(run["cpu_seconds_per_image"]["worker-0"] * 1000, 3)
+            out[name][f"{form}_images_per_s"] = run["images_per_s"]
     return out
 
 
@@ -287,7 +292,7 @@ def format_report(r: dict[str, Any]) -> str:
     wc = r["worker_cpu"]
     lines += ["", f"worker CPU ms per upload, {wc['jpeg_kb_mean']} KB JPEGs: "
               + "; ".join(f"{client}: raw {wc[client]['raw']}, JSON {wc[client]['json']}"
-                          for client in ("confluent-kafka", "kafka-python"))]
+                          for client in ("confluent-kafka", "kafka-python", "before"))]
     lines += ["", "peak RSS MiB: " + ", ".join(f"{k} {v:.0f}"
                                                 for k, v in r["peak_rss_mib"].items())]
     s = r["scoring_1000x10_batch32"]

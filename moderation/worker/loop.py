@@ -4,8 +4,10 @@ Threads and what they own:
     main        the Kafka consumer (poll, pause/resume, commit), parsing, batching
     batch-N     the batch pipeline: validation, the Triton call (with backoff while it is
                 down), scoring, sends
-    producer    kafka-python's sender; its acknowledgements settle records in the outbox
-    kafka IO    kafka-python's event loop; runs the rebalance listener
+    producer    delivers acknowledgements (kafka-python's sender, or the thread polling the
+                librdkafka producer); they settle records in the outbox
+    kafka IO    kafka-python's event loop, which runs the rebalance listener (librdkafka
+                runs it on the main thread, inside poll); librdkafka's own C threads
 The parts (this package): ``Partitions`` (consumer group membership and offsets),
 ``BatchPipeline`` (fetch, validate, embed, score, decide), ``Outbox`` (sends, acks,
 retries, dead letters, decision ledger), ``PoisonGuard`` (attempt counts, processing

@@ -49,7 +49,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert report["console"]["window"]["uploads"] == 2_000
     wc = report["worker_cpu"]
     assert report["worker_cpu_ms_per_image"] == wc["confluent-kafka"]["raw"] > 0
-    assert all(wc[c][f] > 0 for c in ("confluent-kafka", "kafka-python") for f in ("raw", "json"))
+    assert all(wc[c][f] > 0 for c in ("confluent-kafka", "kafka-python", "before")
+               for f in ("raw", "json"))
     text = format_report(report)
     assert "worker CPU ms per upload" in text
     assert "recent-uploads index, 1 worker" in text
