@@ -70,6 +70,22 @@ def model_column(bundle: Bundle, rows: int) -> NDArray[Any]:
     return np.array([[bundle.name.encode()]] * rows, dtype=object).reshape(rows, 1)
 
 
+def responses(pb_utils: Any, bundle: Bundle,
+              results: Sequence[NDArray[Any] | ImageError]) -> list[Any]:
+    """One Triton response per request: ``EMBEDDING`` and ``MODEL``, or the image error
+    that fails that request alone (``pb_utils`` exists only inside the backend's stub)."""
+    out = []
+    for result in results:
+        if isinstance(result, ImageError):
+            error = pb_utils.TritonError(f"{result.reason}: {result}")
+            out.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        else:
+            out.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("EMBEDDING", result),
+                pb_utils.Tensor("MODEL", model_column(bundle, len(result)))]))
+    return out
+
+
 SMALL_TOWER_PARAMS = 20_000_000
 
 

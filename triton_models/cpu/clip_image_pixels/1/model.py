@@ -19,9 +19,4 @@ class TritonPythonModel:
 
     def execute(self, requests):
         batches = [pb_utils.get_input_tensor_by_name(r, "PIXELS").as_numpy() for r in requests]
-        responses = []
-        for result in tb.embed_pixel_requests(self.bundle, batches):
-            out = [pb_utils.Tensor("EMBEDDING", result),
-                   pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(result)))]
-            responses.append(pb_utils.InferenceResponse(output_tensors=out))
-        return responses
+        return tb.responses(pb_utils, self.bundle, tb.embed_pixel_requests(self.bundle, batches))

@@ -23,13 +23,5 @@ class TritonPythonModel:
 
     def execute(self, requests):
         batches = [pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy() for r in requests]
-        responses = []
-        for result in gi.embed_image_requests(self.images, batches, self.limits):
-            if isinstance(result, Exception):
-                error = pb_utils.TritonError(f"{result.reason}: {result}")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-            else:
-                out = [pb_utils.Tensor("EMBEDDING", result),
-                       pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(result)))]
-                responses.append(pb_utils.InferenceResponse(output_tensors=out))
-        return responses
+        return tb.responses(pb_utils, self.bundle, gi.embed_image_requests(
+            self.images, batches, self.limits))

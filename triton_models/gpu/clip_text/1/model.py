@@ -23,10 +23,4 @@ class TritonPythonModel:
 
     def execute(self, requests):
         batches = [pb_utils.get_input_tensor_by_name(r, "TEXT").as_numpy() for r in requests]
-        return [
-            pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("EMBEDDING", emb),
-                pb_utils.Tensor("MODEL", tb.model_column(self.bundle, len(emb))),
-            ])
-            for emb in tb.embed_text_requests(self.bundle, batches)
-        ]
+        return tb.responses(pb_utils, self.bundle, tb.embed_text_requests(self.bundle, batches))
