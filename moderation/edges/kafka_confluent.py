@@ -19,6 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
+from kafka.structs import TopicPartition  # the one partition type the worker keys on
+
 from moderation.config import KafkaSettings
 from moderation.edges.kafka_io import BrokerError, Done, Headers
 
@@ -54,20 +58,12 @@ class ConsumedRecord:
     headers: Headers
 
 
-def _tp(topic: str, partition: int) -> Any:
-    from kafka.structs import TopicPartition  # the one partition type the worker keys on
-
-    return TopicPartition(topic, partition)
-
-
 class ConfluentConsumer:
     """A librdkafka group consumer with kafka-python's method names (manual commits)."""
 
     positions_on_assign = True
 
     def __init__(self, settings: KafkaSettings, **overrides: Any) -> None:
-        from confluent_kafka import Consumer
-
         conf = {
             **connection_config(settings),
             "group.id": settings.group_id,
@@ -98,18 +94,18 @@ class ConfluentConsumer:
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         def assigned(_consumer: Any, parts: list[Any]) -> None:
-            tps = [_tp(p.topic, p.partition) for p in parts]
+            tps = [TopicPartition(p.topic, p.partition) for p in parts]
             self._assigned.update(tps)
             listener.on_partitions_assigned(tps)
 
         def revoked(_consumer: Any, parts: list[Any]) -> None:
-            tps = [_tp(p.topic, p.partition) for p in parts]
+            tps = [TopicPartition(p.topic, p.partition) for p in parts]
             listener.on_partitions_revoked(tps)
             self._assigned.difference_update(tps)
             self._paused.difference_update(tps)
 
         def lost(_consumer: Any, parts: list[Any]) -> None:
-            tps = [_tp(p.topic, p.partition) for p in parts]
+            tps = [TopicPartition(p.topic, p.partition) for p in parts]
             listener.on_partitions_lost(tps)
             self._assigned.difference_update(tps)
             self._paused.difference_update(tps)
@@ -128,7 +124,7 @@ class ConfluentConsumer:
                 log.warning("consume: %s", err)  # e.g. a partition error; librdkafka retries
                 continue
             topic, partition = m.topic(), m.partition()
-            out.setdefault(_tp(topic, partition), []).append(ConsumedRecord(
+            out.setdefault(TopicPartition(topic, partition), []).append(ConsumedRecord(
                 topic, partition, m.offset(), m.timestamp()[1], m.key(), m.value(),
                 m.headers() or ()))
         return out
@@ -137,9 +133,7 @@ class ConfluentConsumer:
         return set(self._assigned)
 
     def _offsets(self, offsets: Mapping[Any, Any]) -> list[Any]:
-        from confluent_kafka import TopicPartition
-
-        return [TopicPartition(tp.topic, tp.partition, getattr(o, "offset", o))
+        return [RdTopicPartition(tp.topic, tp.partition, getattr(o, "offset", o))
                 for tp, o in offsets.items()]
 
     def commit(self, offsets: Mapping[Any, Any]) -> None:
@@ -151,38 +145,28 @@ class ConfluentConsumer:
         self.commit(offsets)
 
     def highwater(self, tp: Any) -> int | None:
-        from confluent_kafka import TopicPartition
-
         try:  # cached: from fetch responses (Tansu's ListOffsets is wrong)
             _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), cached=True)
+                RdTopicPartition(tp.topic, tp.partition), cached=True)
         except Exception:
             return None
         return int(high) if high >= 0 else None
 
     def position(self, tp: Any, timeout_ms: int = 0) -> int | None:
-        from confluent_kafka import TopicPartition
-
-        [p] = self._consumer.position([TopicPartition(tp.topic, tp.partition)])
+        [p] = self._consumer.position([RdTopicPartition(tp.topic, tp.partition)])
         return int(p.offset) if p.offset >= 0 else None
 
     def committed(self, tp: Any, timeout_ms: int = 2000) -> int | None:
-        from confluent_kafka import TopicPartition
-
-        [p] = self._consumer.committed([TopicPartition(tp.topic, tp.partition)],
+        [p] = self._consumer.committed([RdTopicPartition(tp.topic, tp.partition)],
                                        timeout=timeout_ms / 1000)
         return int(p.offset) if p.offset >= 0 else None
 
     def pause(self, *tps: Any) -> None:
-        from confluent_kafka import TopicPartition
-
-        self._consumer.pause([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        self._consumer.pause([RdTopicPartition(tp.topic, tp.partition) for tp in tps])
         self._paused.update(tps)
 
     def resume(self, *tps: Any) -> None:
-        from confluent_kafka import TopicPartition
-
-        self._consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        self._consumer.resume([RdTopicPartition(tp.topic, tp.partition) for tp in tps])
         self._paused.difference_update(tps)
 
     def paused(self) -> set[Any]:
@@ -218,8 +202,6 @@ class ConfluentPublisher:
         self._poller.start()
 
     def _new(self) -> Any:
-        from confluent_kafka import Producer
-
         try:
             return Producer(self._conf)
         except Exception as exc:

@@ -23,6 +23,7 @@ from PIL import Image
 from moderation.contract.errors import ImageError
 from moderation.core.images import DecodeLimits, Preprocess, decode_opened, open_image
 from moderation.models.bundle import Bundle
+from moderation.serving.triton_backend import as_bytes, split_rows
 
 EXIF_ORIENTATION = 0x0112
 # torch has no Lanczos: bicubic with antialiasing is the nearest it offers
@@ -220,28 +221,16 @@ def embed_image_requests(images: GpuImages, batches: Sequence[NDArray[Any]],
     """One embedding matrix per Triton request, or the first error in it (which fails that
     request alone, as on the CPU models). Every request's images decode in one nvJPEG call
     and embed in one pass."""
-    items = [[x if isinstance(x, bytes) else str(x).encode() for x in b.reshape(-1)]
-             for b in batches]
-    flat = [x for group in items for x in group]
-    decoded = images.decode(flat, limits)
-    out: list[NDArray[Any] | ImageError | None] = []
+    items = [[as_bytes(x) for x in b.reshape(-1)] for b in batches]
+    decoded = images.decode([x for group in items for x in group], limits)
+    results: list[int | ImageError] = []
     keep: list[Any] = []
     offset = 0
     for group in items:
         mine = decoded[offset:offset + len(group)]
         offset += len(group)
         error = next((d for d in mine if isinstance(d, ImageError)), None)
-        out.append(error)
+        results.append(len(group) if error is None else error)
         if error is None:
             keep.extend(mine)
-    emb = images.embed_pixels(images.pixels(keep)) if keep else None
-    results: list[NDArray[Any] | ImageError] = []
-    row = 0
-    for group, result in zip(items, out, strict=True):
-        if result is None:
-            assert emb is not None
-            results.append(emb[row:row + len(group)])
-            row += len(group)
-        else:
-            results.append(result)
-    return results
+    return split_rows(results, images.embed_pixels(images.pixels(keep)) if keep else None)

@@ -129,35 +129,14 @@ def faults_enabled() -> bool:
     return faults.enabled_from_env()
 
 
-def _as_bytes(item: object) -> bytes:
+def as_bytes(item: object) -> bytes:
     return item if isinstance(item, bytes) else str(item).encode()
 
 
-def embed_image_requests(
-    bundle: Bundle, batches: Sequence[NDArray[Any]], limits: DecodeLimits,
-    inject_faults: bool = False,
-) -> list[NDArray[Any] | ImageError]:
-    """One embedding matrix per request, or the error that fails that request alone.
-
-    All decodable requests go through the image tower in a single forward pass, which is
-    what makes Triton's dynamic batching pay off for the python backend.
-    """
-    pixels: list[NDArray[Any]] = []
-    results: list[NDArray[Any] | ImageError | int] = []
-    for batch in batches:
-        try:
-            size = bundle.preprocess_spec.size
-            items = [_as_bytes(x) for x in batch.reshape(-1)]
-            if inject_faults:  # tests only (MODERATION_FAULTS__ENABLED)
-                for item in items:
-                    faults.inject(item, "stub")
-            imgs = [decode_image(item, limits, size) for item in items]
-        except ImageError as exc:
-            results.append(exc)
-            continue
-        pixels.append(bundle.pixels(imgs))
-        results.append(len(imgs))
-    embedded = bundle.embed_pixels(np.concatenate(pixels)) if pixels else None
+def split_rows(results: Sequence[int | ImageError], embedded: NDArray[Any] | None
+               ) -> list[NDArray[Any] | ImageError]:
+    """Per request: its rows of ``embedded`` (``results`` gives how many, in order), or its
+    error."""
     out: list[NDArray[Any] | ImageError] = []
     offset = 0
     for r in results:
@@ -170,8 +149,35 @@ def embed_image_requests(
     return out
 
 
+def embed_image_requests(
+    bundle: Bundle, batches: Sequence[NDArray[Any]], limits: DecodeLimits,
+    inject_faults: bool = False,
+) -> list[NDArray[Any] | ImageError]:
+    """One embedding matrix per request, or the error that fails that request alone.
+
+    All decodable requests go through the image tower in a single forward pass, which is
+    what makes Triton's dynamic batching pay off for the python backend.
+    """
+    pixels: list[NDArray[Any]] = []
+    results: list[ImageError | int] = []
+    for batch in batches:
+        try:
+            size = bundle.preprocess_spec.size
+            items = [as_bytes(x) for x in batch.reshape(-1)]
+            if inject_faults:  # tests only (MODERATION_FAULTS__ENABLED)
+                for item in items:
+                    faults.inject(item, "stub")
+            imgs = [decode_image(item, limits, size) for item in items]
+        except ImageError as exc:
+            results.append(exc)
+            continue
+        pixels.append(bundle.pixels(imgs))
+        results.append(len(imgs))
+    return split_rows(results, bundle.embed_pixels(np.concatenate(pixels)) if pixels else None)
+
+
 def embed_text_requests(bundle: Bundle, batches: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
-    texts = [[_as_bytes(x).decode("utf-8", "replace") for x in b.reshape(-1)] for b in batches]
+    texts = [[as_bytes(x).decode("utf-8", "replace") for x in b.reshape(-1)] for b in batches]
     flat = [t for group in texts for t in group]
     embedded = bundle.embed_texts(flat, batch_size=max(1, len(flat)))
     out, offset = [], 0
