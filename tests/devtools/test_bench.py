@@ -48,9 +48,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert report["console"]["uploads"] == 2_000 and report["console"]["backtest_s"] > 0
     assert report["console"]["window"]["uploads"] == 2_000
     wc = report["worker_cpu"]
-    assert report["worker_cpu_ms_per_image"] == wc["confluent-kafka"]["raw"] > 0
-    assert all(wc[c][f] > 0 for c in ("confluent-kafka", "kafka-python", "before")
-               for f in ("raw", "json"))
+    assert report["worker_cpu_ms_per_image"] == wc["confluent-kafka"]["raw"]
+    for setup in ("confluent-kafka", "kafka-python", "before"):
+        for form in ("raw", "json"):
+            # CPU time comes in 10 ms clock ticks: 12 uploads may read as 0
+            assert wc[setup][form] >= 0 and wc[setup][f"{form}_images_per_s"] > 0
     text = format_report(report)
     assert "worker CPU ms per upload" in text
     assert "recent-uploads index, 1 worker" in text
