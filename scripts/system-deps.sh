@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the project needs: emoji art and CLDR names (demo model, evaluation,
-# sample rendering), redis-server (the embedded stack), buildah and mmdebstrap (make image,
-# the container smoke test), prometheus with promtool (alert rule tests, dashboard test) and
-# chromium with chromium-driver (the policy console's browser test).
+# Debian packages the project needs: emoji art, CLDR names and an SVG rasteriser for the
+# npm art styles (demo model training, evaluation, sample rendering), redis-server (the
+# embedded stack), buildah and mmdebstrap (make image, the container smoke test),
+# prometheus with promtool (alert rule tests, dashboard test) and chromium with
+# chromium-driver (the policy console's browser test).
 # Installs them with apt when missing and running as root; otherwise says what to run.
 set -euo pipefail
 declare -A need=(
   [fonts-noto-color-emoji]=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
   [unicode-cldr-core]=/usr/share/unicode/cldr/common/annotations/en.xml
   [ruby-gemojione]=/usr/share/rubygems-integration/all/gems
+  [librsvg2-bin]=/usr/bin/rsvg-convert
   [redis-server]=/usr/bin/redis-server
   [buildah]=/usr/bin/buildah
   [mmdebstrap]=/usr/bin/mmdebstrap

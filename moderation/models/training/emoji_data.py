@@ -1,7 +1,8 @@
 """Emoji catalogue and synthetic scene rendering for the embedded demo model.
 
-Glyphs come from Debian's ``fonts-noto-color-emoji`` (training and held-out evaluation) and
-``ruby-gemojione`` (a second art style, evaluation only). Captions come from the CLDR
+Glyphs come from Debian's ``fonts-noto-color-emoji`` and the npm art styles in
+``emoji_styles`` (training and held-out evaluation), and ``ruby-gemojione`` (EmojiOne, a
+style kept for evaluation only). Captions come from the CLDR
 annotations in ``unicode-cldr-core``: the TTS name plus the keyword list.
 """
 
@@ -12,8 +13,10 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from moderation.contract.errors import BundleError
@@ -78,6 +81,12 @@ def load_catalogue(cldr_dir: Path = CLDR_DIR) -> list[Emoji]:
     return out
 
 
+class GlyphSource(Protocol):
+    """Anything that draws an emoji sequence as a tight RGBA crop (None: not in this style)."""
+
+    def glyph(self, seq: str) -> Image.Image | None: ...
+
+
 class NotoRenderer:
     """Renders emoji with Noto Color Emoji into tight RGBA crops (cached per sequence)."""
 
@@ -127,7 +136,9 @@ class GemojioneRenderer:
         if seq not in self._cache:
             stem = "-".join(f"{ord(c):04X}" for c in _strip_vs(seq))
             path = self._dir / f"{stem}.png"
-            self._cache[seq] = Image.open(path).convert("RGBA") if path.exists() else None
+            img = Image.open(path).convert("RGBA") if path.exists() else None
+            bbox = img.getbbox() if img is not None else None
+            self._cache[seq] = img.crop(bbox) if img is not None and bbox else None
         return self._cache[seq]
 
 
@@ -146,7 +157,7 @@ def renderable(catalogue: list[Emoji], renderer: NotoRenderer) -> list[Emoji]:
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    kind = rng.integers(0, 5)
+    kind = rng.integers(0, 7)
     if kind == 0:  # solid colour
         arr = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3))
     elif kind == 1:  # linear gradient
@@ -164,6 +175,15 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
         arr = np.clip(base + noise, 0, 255).astype(np.uint8)
         img = Image.fromarray(arr)
         return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.5))))
+    elif kind == 5:  # paper: off-white with grain and faint ruled lines
+        tint = rng.integers(215, 256, 3).astype(np.int16)
+        grain = rng.normal(0, rng.uniform(2, 10), (size, size, 1)).astype(np.int16)
+        arr = np.clip(tint + grain, 0, 255).astype(np.uint8)
+        if rng.random() < 0.5:
+            step = int(rng.integers(8, 24))
+            arr[step // 2::step] = (arr[step // 2::step] * 0.85).astype(np.uint8)
+    elif kind == 6:  # photo-like: 1/f noise has a natural image's spectrum
+        return photo_like(rng, size)
     else:  # clutter: random rectangles and ellipses
         img = Image.new("RGB", (size, size), tuple(int(x) for x in rng.integers(0, 256, 3)))
         draw = ImageDraw.Draw(img)
@@ -175,6 +195,48 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
             (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=colour)
         return img
     return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def photo_like(rng: np.random.Generator, size: int) -> Image.Image:
+    """A colour 1/f-noise image: smooth regions and texture at every scale, like a photo."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    radius = np.sqrt(fx * fx + fy * fy)
+    radius[0, 0] = 1.0
+    falloff = radius ** -float(rng.uniform(1.6, 2.4))
+    chans = []
+    for _ in range(3):
+        phase = rng.uniform(0, 2 * np.pi, falloff.shape)
+        chans.append(np.fft.irfft2(falloff * np.exp(1j * phase), s=(size, size)))
+    # mostly shared luminance with a little per-channel colour, as in real photographs
+    noise = np.stack(chans, -1)
+    noise = noise[..., :1] + rng.uniform(0.1, 0.5) * noise
+    noise = (noise - noise.mean()) / (noise.std() + 1e-8)
+    if rng.random() < 0.5:
+        return Image.fromarray(_tone(rng, noise))
+    # dead leaves: occluding shapes at power-law sizes give photos' edges and flat regions
+    img = Image.fromarray(_tone(rng, noise * 0.3))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(20, 80))):
+        r = size * float(rng.pareto(1.5) * 0.04 + 0.02)
+        cx, cy = rng.uniform(0, size, 2)
+        grey = float(rng.uniform(20, 235))
+        colour = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.normal(0, 25, 3))
+        box = (cx - r, cy - r * rng.uniform(0.5, 1.5), cx + r, cy + r * rng.uniform(0.5, 1.5))
+        (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(box, fill=colour)
+    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
+
+
+def _tone(rng: np.random.Generator, noise: NDArray[Any]) -> NDArray[np.uint8]:
+    arr = noise * rng.uniform(30, 60) + rng.uniform(70, 180) + rng.normal(0, 15, 3)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def fit(glyph: Image.Image, side: int) -> Image.Image:
+    """The glyph scaled so its longer edge is ``side``, keeping its aspect ratio."""
+    scale = side / max(glyph.size)
+    size = (max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale)))
+    return glyph.resize(size, Image.Resampling.LANCZOS)
 
 
 _SCALES = {1: (0.35, 0.9), 2: (0.28, 0.6), 3: (0.22, 0.5)}
@@ -191,11 +253,13 @@ def compose(
     Glyphs may be cut by the border (random crops) but keep most of their area visible.
     """
     img = _background(rng, canvas)
+    if not glyphs:
+        return img
     lo, hi = _SCALES[min(len(glyphs), 3)]
     placed: list[tuple[float, float, float]] = []
     for glyph in glyphs:
         side = max(8, int(canvas * rng.uniform(lo, hi)))
-        g = glyph.resize((side, side), Image.Resampling.LANCZOS)
+        g = fit(glyph, side)
         if rotate_deg and rng.random() < 0.5:
             g = g.rotate(float(rng.uniform(-rotate_deg, rotate_deg)), Image.Resampling.BILINEAR,
                          expand=True)

@@ -1,28 +1,28 @@
 """Per-policy precision, recall and F1 of a bundle + policy set on rendered emoji scenes.
 
-Two test sets, both built here from seeds that training never uses:
-  (a) ``noto``: held-out Noto renderings, new compositions at a larger canvas (256 px, wider
-      than any training canvas), PNG/JPEG-encoded and decoded through the serving path;
-  (b) ``gemojione``: the same kind of scenes drawn with EmojiOne art, a style never seen in
-      training.
-A validation split (``noto-val``, another seed) is what ``--calibrate`` tunes thresholds on,
-so the reported test numbers are not fitted to the test scenes.
+Every split is built here from a seed that training never uses: new compositions at a
+larger canvas (256 px, wider than any training canvas), PNG/JPEG-encoded and decoded
+through the serving path.
+  - ``noto``, ``twemoji``, ``openmoji``, ``fluent``: held-out scenes in each training style;
+  - ``gemojione``: the same kind of scenes drawn with EmojiOne art, never used in training;
+  - ``val``: scenes in the training styles (one style per scene) from another seed, the
+    only split ``--calibrate`` tunes thresholds on, so test numbers are not fitted to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from moderation.core.policy import PolicySet
 from moderation.core.scoring import PolicyMatrix, score
 from moderation.edges.encoders import Encoder, compile_for
 from moderation.models.training import emoji_data as ed
+from moderation.models.training import emoji_styles as es
 from moderation.models.training.eval_labels import (
     LOOKALIKES,
     POLICY_EMOJI,
@@ -30,7 +30,19 @@ from moderation.models.training.eval_labels import (
     policies_of,
 )
 
-SPLIT_SEEDS = {"noto-val": 1001, "noto": 1002, "gemojione": 1003}
+TRAINING_STYLES = ("noto", "twemoji", "openmoji", "fluent")
+HELD_OUT_STYLE = "gemojione"
+SPLIT_SEEDS = {"val": 1001, "noto": 1002, "gemojione": 1003, "twemoji": 1004,
+               "openmoji": 1005, "fluent": 1006}
+TEST_SPLITS = (*TRAINING_STYLES, HELD_OUT_STYLE)
+TITLES = {
+    "noto": "held-out Noto scenes (training style, unseen compositions)",
+    "twemoji": "held-out Twemoji scenes (training style, unseen compositions)",
+    "openmoji": "held-out OpenMoji scenes (training style, unseen compositions)",
+    "fluent": "held-out Fluent scenes (training style, unseen compositions)",
+    "gemojione": "EmojiOne art, a style never used in training",
+    "val": "validation scenes, training styles (thresholds are fitted here)",
+}
 CANVAS = 256
 
 
@@ -39,39 +51,49 @@ class Scene:
     image: bytes
     chars: tuple[str, ...]
     labels: frozenset[str]
+    style: str = ""
+
+
+def _style_sources(names: Sequence[str], noto: ed.NotoRenderer,
+                   seqs: list[str]) -> dict[str, ed.GlyphSource]:
+    npm = es.renderers([n for n in names if n in es.STYLES], seqs)
+    out: dict[str, ed.GlyphSource] = {}
+    for n in names:
+        out[n] = noto if n == "noto" else ed.GemojioneRenderer() if n == HELD_OUT_STYLE else npm[n]
+    return out
 
 
 def build_scenes(split: str, per_policy: int = 60, negatives: int = 300,
                  lookalikes: int = 150) -> list[Scene]:
     """Positives for every policy, random benign scenes, and look-alike hard negatives."""
     seed = SPLIT_SEEDS[split]
-    renderer: Callable[[str], Image.Image | None]
     noto = ed.NotoRenderer()
     catalogue = ed.renderable(ed.load_catalogue(), noto)
-    if split == "gemojione":
-        gem = ed.GemojioneRenderer()
-        renderer = gem.glyph
-        catalogue = [e for e in catalogue if gem.glyph(e.char) is not None]
-    else:
-        renderer = noto.glyph
+    seqs = [s for e in catalogue for s in (e.char, *e.variants)]
+    sources = _style_sources(TRAINING_STYLES if split == "val" else (split,), noto, seqs)
+    # a class takes part when every style of the split draws it
+    catalogue = [e for e in catalogue
+                 if all(s.glyph(e.char) is not None for s in sources.values())]
     available = {e.char: e for e in catalogue}
     benign = [e.char for e in catalogue if not is_labelled(e.char)]
     looks = [c for c in LOOKALIKES if c in available]
     rng = np.random.default_rng(seed)
 
-    def variant(c: str) -> str:
-        options = [c, *(v for v in available[c].variants if renderer(v) is not None)]
+    def variant(c: str, source: ed.GlyphSource) -> str:
+        options = [c, *(v for v in available[c].variants if source.glyph(v) is not None)]
         return options[int(rng.integers(0, len(options)))]
 
     def scene(first: str) -> Scene:
+        style = list(sources)[int(rng.integers(0, len(sources)))]
+        source = sources[style]
         extra = int(rng.choice([0, 1, 2], p=[0.5, 0.3, 0.2]))
         chars = [first, *(benign[int(i)] for i in rng.integers(0, len(benign), extra))]
         order = rng.permutation(len(chars))
-        glyphs = [renderer(variant(chars[i])) for i in order]
+        glyphs = [source.glyph(variant(chars[i], source)) for i in order]
         img = ed.compose(rng, [g for g in glyphs if g is not None], CANVAS)
         fmt = "JPEG" if rng.random() < 0.5 else "PNG"
         data = ed.encode_image(img, fmt, quality=int(rng.integers(60, 96)))
-        return Scene(data, tuple(chars), frozenset(policies_of(chars)))
+        return Scene(data, tuple(chars), frozenset(policies_of(chars)), style)
 
     scenes = []
     for members in POLICY_EMOJI.values():
@@ -136,7 +158,7 @@ def evaluate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene],
 
 
 def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Per policy, the threshold that maximises F1 on ``scenes`` (ties: the midpoint)."""
+    """Per policy, the threshold that maximises F1 on ``scenes`` (the midpoint below it)."""
     matrix = compile_for(encoder, policies)
     s = score(embed_scenes(encoder, scenes), matrix)
     truth = truth_matrix(scenes, matrix.names)

@@ -1,11 +1,14 @@
 """LiT-style training of the embedded demo model's image tower.
 
 The text tower (all-MiniLM-L6-v2) is frozen. Each emoji class gets a prototype: the mean
-MiniLM embedding of its CLDR captions. Synthetic scenes of 1-3 Noto emoji are rendered up
-front (seeded per sample, so a run is reproducible), and the CNN is trained so that a
-scene's embedding, at a learned temperature, puts its probability mass on the prototypes of
-the emoji it shows (soft-target cross-entropy over all classes; a contrastive loss whose
-negatives are every other caption).
+MiniLM embedding of its CLDR captions. Synthetic scenes of 1-3 emoji, each scene drawn in
+one of several art styles (Noto, Twemoji, OpenMoji colour and line art, Fluent), are
+rendered up front (seeded per sample, so a run is reproducible), and the CNN is trained so
+that a scene's embedding, at a learned temperature, puts its probability mass on the
+prototypes of the emoji it shows (soft-target cross-entropy over all classes; a
+contrastive loss whose negatives are every other caption). Scenes without emoji (photo-like,
+paper, plain) belong to one more class, a neutral "photograph" caption, so that pictures of
+nothing in particular stay away from every policy.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from moderation.core.images import resize_center_crop
 from moderation.models.training import emoji_data as ed
+from moderation.models.training import emoji_styles as es
 from moderation.models.training.eval_labels import LOOKALIKES, POLICY_EMOJI
 
 if TYPE_CHECKING:
@@ -36,18 +40,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = 96
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
-WIDTHS = (24, 48, 96, 192)
+WIDTHS = (16, 32, 96, 192)  # a narrow first stage: most of the cost is at full size
+# Per scene, the art style its glyphs are drawn in (Noto where a style lacks a glyph).
+STYLE_MIX = {"noto": 0.3, "twemoji": 0.2, "openmoji": 0.17, "fluent": 0.23, "openmoji-line": 0.1}
+BACKGROUND_CAPTIONS = ("a photograph", "a photo of an ordinary scene",
+                       "a plain background with nothing on it")
+EMPTY_SCENES = 0.05  # share of scenes with no emoji (the background class)
 TextEmbedder = Callable[[Sequence[str]], NDArray[Any]]
 MAX_PER_SCENE = 3
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    samples: int = 160_000
-    epochs: int = 2
+    samples: int = 280_000
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -58,6 +67,7 @@ class TrainConfig:
     workers: int = 2
     threads: int = 2
     class_limit: int = 0  # train on the first N classes only (smoke tests); 0 = all
+    styles: tuple[str, ...] = tuple(STYLE_MIX)  # art styles drawn (a subset of STYLE_MIX)
 
 
 # --- data ------------------------------------------------------------------------------
@@ -65,26 +75,57 @@ class TrainConfig:
 _worker_state: dict[str, object] = {}
 
 
-def _init_worker(chars: list[list[str]]) -> None:
-    _worker_state["renderer"] = ed.NotoRenderer()
+def _init_worker(chars: list[list[str]], style_dirs: dict[str, Path]) -> None:
+    renderers: dict[str, ed.GlyphSource] = {"noto": ed.NotoRenderer()}
+    renderers.update({n: es.PngDirRenderer(d) for n, d in style_dirs.items()})
+    _worker_state["renderers"] = renderers
     _worker_state["chars"] = chars
 
 
+def _with_alpha(rgb: Image.Image, alpha: Image.Image) -> Image.Image:
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha)
+    return out
+
+
+def _outline(rng: np.random.Generator, glyph: Image.Image) -> Image.Image:
+    """Line art: the glyph's silhouette and colour edges, in one ink, no fill."""
+    alpha = glyph.getchannel("A")
+    grey = Image.composite(glyph.convert("L"), Image.new("L", glyph.size, 255), alpha)
+    edges = np.maximum(np.asarray(grey.filter(ImageFilter.FIND_EDGES)),
+                       np.asarray(alpha.filter(ImageFilter.FIND_EDGES)))
+    ink = Image.fromarray(np.where(edges > 40, 255, 0).astype(np.uint8))
+    ink = ink.filter(ImageFilter.MaxFilter(int(rng.choice([3, 5]))))
+    colour = tuple(int(c) for c in rng.integers(0, 90, 3))
+    return _with_alpha(Image.new("RGB", glyph.size, colour), ink)
+
+
 def _restyle(rng: np.random.Generator, glyph: Image.Image) -> Image.Image:
-    """Perturb a glyph's drawing style (flat colours, blur, saturation) so the model keys on
-    shapes and colours rather than Noto's exact shading; other art styles differ there."""
+    """Break the art style's cues (shading, palette, fill, colour) so the model keys on
+    shapes; the held-out styles differ exactly there."""
+    rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
     r = rng.random()
-    if r < 0.15:
-        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
-        glyph = ImageOps.posterize(rgb, int(rng.integers(2, 5))).convert("RGBA")
-        glyph.putalpha(alpha)
-    elif r < 0.3:
-        glyph = glyph.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 4.0))))
+    if r < 0.08:
+        return _outline(rng, glyph)
+    if r < 0.18:  # flat colour
+        flat = rgb.quantize(int(rng.integers(3, 9)), Image.Quantize.MEDIANCUT).convert("RGB")
+        rgb = flat if rng.random() < 0.5 else ImageOps.posterize(rgb, int(rng.integers(2, 4)))
+    elif r < 0.26:
+        rgb = ImageOps.grayscale(rgb).convert("RGB")
+    elif r < 0.36:  # hue shift
+        h, sat, v = rgb.convert("HSV").split()
+        shift = int(rng.integers(20, 236))
+        h = h.point([(x + shift) % 256 for x in range(256)])
+        rgb = Image.merge("HSV", (h, sat, v)).convert("RGB")
+    elif r < 0.44:
+        rgb = rgb.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.0, 3.0))))
     if rng.random() < 0.3:
-        rgb, alpha = glyph.convert("RGB"), glyph.getchannel("A")
-        glyph = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.5, 1.6))).convert("RGBA")
-        glyph.putalpha(alpha)
-    return glyph
+        rgb = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.4, 1.7)))
+    if rng.random() < 0.15:  # a drawn outline around the sticker, as some styles have
+        ring = alpha.filter(ImageFilter.MaxFilter(5))
+        ink = Image.new("RGB", glyph.size, tuple(int(c) for c in rng.integers(0, 80, 3)))
+        return Image.alpha_composite(_with_alpha(ink, ring), _with_alpha(rgb, alpha))
+    return _with_alpha(rgb, alpha)
 
 
 def _jitter(rng: np.random.Generator, img: Image.Image) -> Image.Image:
@@ -96,7 +137,7 @@ def _jitter(rng: np.random.Generator, img: Image.Image) -> Image.Image:
 
 def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.Image:
     """One training scene at model resolution, through an upload-like resize path."""
-    canvas = int(rng.choice([64, 96, 128, 192]))
+    canvas = int(rng.choice([96, 128, 160, 224]))
     img = _jitter(rng, ed.compose(rng, [_restyle(rng, g) for g in glyphs], canvas))
     if rng.random() < 0.25:  # real uploads are often JPEG
         buf = io.BytesIO()
@@ -108,19 +149,26 @@ def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.I
 
 def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any], NDArray[Any]]:
     seed, start, stop, weights = args
-    renderer: ed.NotoRenderer = _worker_state["renderer"]  # type: ignore[assignment]
+    renderers: dict[str, ed.GlyphSource] = _worker_state["renderers"]  # type: ignore[assignment]
     chars: list[list[str]] = _worker_state["chars"]  # type: ignore[assignment]
+    styles = [s for s in STYLE_MIX if s in renderers]
+    mix = np.array([STYLE_MIX[s] for s in styles])
     n = stop - start
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     labels = np.full((n, MAX_PER_SCENE), -1, np.int32)
     for j, i in enumerate(range(start, stop)):
         rng = np.random.default_rng([seed, i])
+        if rng.random() < EMPTY_SCENES:
+            images[j] = np.asarray(render_scene(rng, []))
+            labels[j, 0] = len(chars)  # the background class
+            continue
+        style = renderers[styles[int(rng.choice(len(styles), p=mix / mix.sum()))]]
         k = ed.sample_count(rng)
         classes = rng.choice(len(chars), size=k, replace=False, p=weights)
         glyphs = []
         for c in classes:
             seq = chars[c][int(rng.integers(0, len(chars[c])))]
-            glyph = renderer.glyph(seq)
+            glyph = style.glyph(seq) or renderers["noto"].glyph(seq)
             assert glyph is not None
             glyphs.append(glyph)
         images[j] = np.asarray(render_scene(rng, glyphs))
@@ -135,13 +183,14 @@ def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> NDArray[Any
 
 
 def render_dataset(
-    catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int
+    catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int,
+    style_dirs: dict[str, Path],
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     chars = [[e.char, *e.variants] for e in catalogue]
     chunk = 2_000
     jobs = [(seed, s, min(n, s + chunk), weights) for s in range(0, n, chunk)]
     ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(chars,)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(chars, style_dirs)) as pool:
         parts = pool.map(_render_chunk, jobs)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -150,10 +199,12 @@ def render_dataset(
 
 
 def prototypes(catalogue: list[ed.Emoji], embed_texts: TextEmbedder) -> NDArray[Any]:
-    """Per class: the normalised mean embedding of its caption variants."""
-    captions = [c for e in catalogue for c in e.captions]
+    """Per class: the normalised mean embedding of its caption variants; the last row is
+    the background class of scenes without emoji."""
+    captions = [c for e in catalogue for c in e.captions] + list(BACKGROUND_CAPTIONS)
     per = len(catalogue[0].captions)
-    emb = np.asarray(embed_texts(captions), np.float32).reshape(len(catalogue), per, -1)
+    assert per == len(BACKGROUND_CAPTIONS)
+    emb = np.asarray(embed_texts(captions), np.float32).reshape(len(catalogue) + 1, per, -1)
     proto = emb.mean(1)
     return np.asarray(proto / np.linalg.norm(proto, axis=1, keepdims=True))
 
@@ -191,8 +242,11 @@ def train(
         catalogue = catalogue[:cfg.class_limit]
     proto = torch.from_numpy(prototypes(catalogue, embed_texts))
     weights = class_weights(catalogue, cfg.focus_weight)
+    seqs = [s for e in catalogue for s in (e.char, *e.variants)]
+    style_dirs = {n: es.prepare(es.STYLES[n], seqs) for n in cfg.styles if n != "noto"}
     t_text = time.monotonic()
-    images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers)
+    images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers,
+                                    style_dirs)
     t_render = time.monotonic()
     log.info("rendered samples=%d seconds=%.0f", len(images), t_render - t_text)
 
@@ -212,7 +266,7 @@ def train(
         for b in range(steps_per_epoch):
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             x = to_batch(images[idx])
-            target = soft_targets(labels[idx], len(catalogue))
+            target = soft_targets(labels[idx], len(proto))
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
             lr *= 0.5 * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
@@ -242,7 +296,8 @@ def train(
     report = {
         "config": asdict(cfg),
         "classes": len(catalogue),
-        "chance_loss": round(math.log(len(catalogue)), 4),
+        "styles": {n: STYLE_MIX[n] for n in cfg.styles},
+        "chance_loss": round(math.log(len(proto)), 4),
         "epoch_loss": history,
         "logit_scale": round(float(logit_scale.detach().exp().clamp(max=100)), 4),
         "seconds": {"text": round(t_text - t0, 1), "render": round(t_render - t_text, 1),
@@ -258,9 +313,10 @@ def demo_manifest(logit_scale: float, training: dict[str, object]) -> Manifest:
 
     return Manifest(
         name="emoji-minilm",
-        version="1.0.0",
-        description=("LiT-style demo model: a small CNN trained here on Noto emoji scenes "
-                     "against frozen all-MiniLM-L6-v2 caption embeddings"),
+        version="2.0.0",
+        description=("LiT-style demo model: a small CNN trained here on emoji scenes in four "
+                     "art styles and line art against frozen all-MiniLM-L6-v2 caption "
+                     "embeddings"),
         embedding_dim=384,
         logit_scale=logit_scale,
         image=ImageTowerSpec(

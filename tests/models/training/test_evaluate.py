@@ -71,18 +71,34 @@ def test_calibration_finds_a_threshold_that_separates() -> None:
 
 
 def test_scenes_are_seeded_and_labelled() -> None:
-    a = ev.build_scenes("noto-val", per_policy=2, negatives=3, lookalikes=2)
-    b = ev.build_scenes("noto-val", per_policy=2, negatives=3, lookalikes=2)
+    a = ev.build_scenes("noto", per_policy=2, negatives=3, lookalikes=2)
+    b = ev.build_scenes("noto", per_policy=2, negatives=3, lookalikes=2)
     assert [s.image for s in a] == [s.image for s in b]
     assert len(a) == 2 * len(POLICY_EMOJI) + 5
+    assert {s.style for s in a} == {"noto"}
     for s in a:
         assert s.labels == frozenset(policies_of(s.chars))
     assert sum(bool(s.labels) for s in a) >= 2 * len(POLICY_EMOJI)
-    test = ev.build_scenes("noto", per_policy=2, negatives=3, lookalikes=2)
-    assert {s.image for s in test}.isdisjoint({s.image for s in a})
 
 
 def test_gemojione_split_uses_only_emoji_it_has() -> None:
     scenes = ev.build_scenes("gemojione", per_policy=1, negatives=2, lookalikes=1)
     assert all("🩲" not in s.chars for s in scenes)  # EmojiOne 3 predates briefs
     assert len(scenes) == len(POLICY_EMOJI) + 3
+    assert {s.style for s in scenes} == {"gemojione"}
+
+
+def test_a_training_style_split_draws_that_style() -> None:
+    twemoji = ev.build_scenes("twemoji", per_policy=1, negatives=2, lookalikes=1)
+    noto = ev.build_scenes("noto", per_policy=1, negatives=2, lookalikes=1)
+    assert {s.style for s in twemoji} == {"twemoji"}
+    assert {s.image for s in twemoji}.isdisjoint({s.image for s in noto})
+
+
+@pytest.mark.slow
+def test_the_validation_split_mixes_every_training_style() -> None:
+    val = ev.build_scenes("val", per_policy=4, negatives=10, lookalikes=4)
+    assert {s.style for s in val} == set(ev.TRAINING_STYLES)
+    assert set(ev.TEST_SPLITS).isdisjoint({"val"}) and "gemojione" not in ev.TRAINING_STYLES
+    test = ev.build_scenes("noto", per_policy=4, negatives=10, lookalikes=4)
+    assert {s.image for s in val}.isdisjoint({s.image for s in test})

@@ -8,7 +8,10 @@ import pytest
 from moderation.models.bundle import load_bundle
 from moderation.models.training import emoji_data as ed
 from moderation.models.training.train import (
+    IMAGE_SIZE,
     TrainConfig,
+    _outline,
+    _restyle,
     class_weights,
     render_dataset,
     train_bundle,
@@ -18,25 +21,50 @@ from moderation.models.training.train import (
 def test_rendering_is_seeded() -> None:
     cat = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())[:40]
     w = class_weights(cat, 4.0)
-    a_img, a_lab = render_dataset(cat, 24, seed=5, weights=w, workers=1)
-    b_img, b_lab = render_dataset(cat, 24, seed=5, weights=w, workers=1)
-    c_img, _ = render_dataset(cat, 24, seed=6, weights=w, workers=1)
-    assert a_img.shape == (24, 64, 64, 3)
+    a_img, a_lab = render_dataset(cat, 24, seed=5, weights=w, workers=1, style_dirs={})
+    b_img, b_lab = render_dataset(cat, 24, seed=5, weights=w, workers=1, style_dirs={})
+    c_img, _ = render_dataset(cat, 24, seed=6, weights=w, workers=1, style_dirs={})
+    assert a_img.shape == (24, IMAGE_SIZE, IMAGE_SIZE, 3)
     np.testing.assert_array_equal(a_img, b_img)
     np.testing.assert_array_equal(a_lab, b_lab)
     assert not np.array_equal(a_img, c_img)
-    counts = (a_lab >= 0).sum(1)
+
+
+def test_scenes_show_one_to_three_emoji_or_none_as_the_background_class() -> None:
+    cat = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())[:40]
+    _, labels = render_dataset(cat, 400, seed=1, weights=class_weights(cat, 1.0), workers=1,
+                               style_dirs={})
+    background = labels[:, 0] == len(cat)
+    assert 0.01 < background.mean() < 0.15  # EMPTY_SCENES of them
+    assert (labels[background, 1:] == -1).all()
+    counts = (labels[~background] >= 0).sum(1)
     assert counts.min() >= 1 and counts.max() <= 3
+    assert labels[~background].max() < len(cat)
+
+
+def test_style_augmentations_keep_the_glyph_shape() -> None:
+    glyph = ed.NotoRenderer().glyph("🔪")
+    assert glyph is not None
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        out = _restyle(rng, glyph)
+        assert out.mode == "RGBA"
+        assert abs(out.width - glyph.width) <= 4 and abs(out.height - glyph.height) <= 4
+    line = _outline(rng, glyph)
+    ink = np.asarray(line.getchannel("A")) > 0
+    assert 0.02 < ink.mean() < 0.6  # strokes, not a filled silhouette
+    assert len(np.unique(np.asarray(line.convert("RGB")).reshape(-1, 3), axis=0)) == 1
 
 
 @pytest.mark.slow
 def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
-                      workers=1)
+                      workers=1, styles=("noto", "openmoji-line"))
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.training["config"]["samples"] == 128
+    assert report["styles"] == {"noto": 0.3, "openmoji-line": 0.1}
     from PIL import Image
 
     emb = bundle.embed_images([Image.new("RGB", (100, 80), (200, 10, 10))])

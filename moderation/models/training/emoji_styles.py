@@ -1,0 +1,161 @@
+"""Emoji art styles from npm for training the demo model: fetch, rasterise, look up.
+
+Each style is a pinned npm tarball of SVGs named by code points, downloaded from the npm
+registry (the file ``npm pack`` fetches; ``NPM_CONFIG_REGISTRY`` points at a mirror) and
+checked against its SHA-1. ``rsvg-convert`` rasterises the glyphs
+the catalogue needs into a PNG cache once; after that a style is a directory of PNGs,
+read like EmojiOne's. Code-point file names differ per package only in case and in
+whether U+FE0F is kept, so every lookup key is lower-case hex without FE0F.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from moderation.contract.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+RASTER = 128  # px; training and evaluation resize from here
+# fetched tarballs and rasterised PNGs, shared by every checkout (like a model hub cache)
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                     "moderation", "emoji-styles")
+
+
+@dataclass(frozen=True)
+class ArtStyle:
+    name: str
+    package: str
+    version: str
+    sha1: str  # of the npm tarball (``npm pack`` prints it as "shasum")
+    svg_dir: str  # inside the tarball
+    licence: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}@{self.version}"
+
+
+STYLES: dict[str, ArtStyle] = {s.name: s for s in (
+    ArtStyle("twemoji", "@twemoji/svg", "15.0.0",
+             "0e3828c654726f1848fe11f31ef4e8a75854cc7f",
+             "package", "Twitter/jdecked Twemoji, graphics CC-BY 4.0"),
+    ArtStyle("openmoji", "openmoji", "17.0.0", "ee8094c5c0de0d2126b77ceb074d62b6fe2071d0",
+             "package/color/svg", "OpenMoji, CC-BY-SA 4.0"),
+    ArtStyle("openmoji-line", "openmoji", "17.0.0",
+             "ee8094c5c0de0d2126b77ceb074d62b6fe2071d0",
+             "package/black/svg", "OpenMoji (black line art), CC-BY-SA 4.0"),
+    ArtStyle("fluent", "@lobehub/fluent-emoji-flat", "1.1.0",
+             "3870fe52a29fd507668acdb89ff31a170d09c257",
+             "package/assets", "Microsoft Fluent Emoji (flat), MIT"),
+)}
+
+
+def key(seq: str) -> str:
+    """The lookup key of an emoji sequence: lower-case hex code points without FE0F."""
+    return "-".join(f"{ord(c):x}" for c in seq if c != "\ufe0f")
+
+
+def file_key(stem: str) -> str:
+    return "-".join(p for p in stem.lower().split("-") if p != "fe0f")
+
+
+def _tarball(style: ArtStyle, cache: Path) -> Path:
+    """The style's npm tarball, downloaded once (what ``npm pack`` fetches) and checked."""
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = style.package.lstrip("@").replace("/", "-")
+    path = cache / f"{stem}-{style.version}.tgz"
+    if not path.exists():
+        registry = os.environ.get("NPM_CONFIG_REGISTRY", "https://registry.npmjs.org/")
+        base = style.package.rpartition("/")[2]
+        url = f"{registry.rstrip('/')}/{style.package}/-/{base}-{style.version}.tgz"
+        log.info("fetching package=%s url=%s", style.spec, url)
+        try:
+            with urllib.request.urlopen(url, timeout=120) as resp:
+                data = resp.read()
+        except OSError as exc:
+            raise BundleError(f"cannot fetch {style.spec} from {url}: {exc}") from exc
+        path.with_suffix(".part").write_bytes(data)
+        path.with_suffix(".part").replace(path)
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    if digest != style.sha1:
+        raise BundleError(f"{path}: sha1 {digest}, expected {style.sha1} ({style.spec})")
+    return path
+
+
+def _rasterise(svg: bytes, out: Path) -> None:
+    tmp = out.with_suffix(".tmp")
+    subprocess.run(["rsvg-convert", "-w", str(RASTER), "-h", str(RASTER), "-a", "-f", "png",
+                    "-o", str(tmp)], input=svg, check=True)
+    tmp.replace(out)
+
+
+def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
+            workers: int = 4) -> Path:
+    """Rasterise the glyphs of ``wanted`` sequences the style has; the PNG directory."""
+    out = cache / f"{style.name}-{style.version}-{RASTER}"
+    done = out / ".complete"
+    if done.exists():
+        return out
+    if shutil.which("rsvg-convert") is None:
+        raise BundleError("rsvg-convert not found (it rasterises SVG): "
+                          "apt-get install librsvg2-bin")
+    want = {key(s) for s in wanted}
+    out.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[bytes, Path]] = []
+    with tarfile.open(_tarball(style, cache)) as tar:
+        for member in tar:
+            folder, _, name = member.name.rpartition("/")
+            if folder != style.svg_dir or not name.endswith(".svg"):
+                continue
+            k = file_key(name[:-4])
+            target = out / f"{k}.png"
+            if k in want and not target.exists():
+                f = tar.extractfile(member)
+                assert f is not None
+                jobs.append((f.read(), target))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda job: _rasterise(*job), jobs))
+    done.write_text(f"{style.spec} {len(list(out.glob('*.png')))} glyphs\n")
+    log.info("rasterised style=%s glyphs=%d", style.name, len(jobs))
+    return out
+
+
+class PngDirRenderer:
+    """Glyphs from a directory of PNGs named by code points (any case, FE0F or not)."""
+
+    def __init__(self, png_dir: Path) -> None:
+        self._files = {file_key(p.stem): p for p in png_dir.glob("*.png")}
+        self._cache: dict[str, Image.Image | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def glyph(self, seq: str) -> Image.Image | None:
+        if seq not in self._cache:
+            path = self._files.get(key(seq))
+            img = Image.open(path).convert("RGBA") if path else None
+            if img is not None:
+                bbox = img.getbbox()
+                img = img.crop(bbox) if bbox else None
+            self._cache[seq] = img
+        return self._cache[seq]
+
+
+def renderers(names: Iterable[str], wanted: Iterable[str],
+              cache: Path = DEFAULT_CACHE) -> dict[str, PngDirRenderer]:
+    """Fetched, rasterised and opened renderers for the named styles."""
+    seqs = list(wanted)
+    return {n: PngDirRenderer(prepare(STYLES[n], seqs, cache)) for n in names}
