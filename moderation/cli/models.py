@@ -33,7 +33,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.calibrate:
         thresholds = ev.calibrate(encoder, policies, ev.build_scenes("val", **sizes))
         report["calibrated_thresholds"] = thresholds
-        print("thresholds maximising F1 on the val split:", json.dumps(thresholds))
+        if not args.json:
+            print("thresholds maximising F1 on the val split:", json.dumps(thresholds))
         if args.write_thresholds:
             from moderation.edges.policy_files import write_thresholds
 
