@@ -104,16 +104,23 @@ def _rasterise(svg: bytes, out: Path) -> None:
 
 def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
             workers: int = 4) -> Path:
-    """Rasterise the glyphs of ``wanted`` sequences the style has; the PNG directory."""
+    """Rasterise the glyphs of ``wanted`` sequences the style has; the PNG directory.
+
+    Incremental: a later call that wants more glyphs (a full run after a smoke test)
+    rasterises only those; ``index.txt`` lists every glyph the tarball has, so a call with
+    nothing new to draw does not open the tarball."""
     out = cache / f"{style.name}-{style.version}-{RASTER}"
-    done = out / ".complete"
-    if done.exists():
-        return out
+    index = out / "index.txt"
+    want = {key(s) for s in wanted}
+    if index.exists():
+        have = set(index.read_text().split()) & want
+        if all((out / f"{k}.png").exists() for k in have):
+            return out
     if shutil.which("rsvg-convert") is None:
         raise BundleError("rsvg-convert not found (it rasterises SVG): "
                           "apt-get install librsvg2-bin")
-    want = {key(s) for s in wanted}
     out.mkdir(parents=True, exist_ok=True)
+    keys: list[str] = []
     jobs: list[tuple[bytes, Path]] = []
     with tarfile.open(_tarball(style, cache)) as tar:
         for member in tar:
@@ -121,6 +128,7 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
             if folder != style.svg_dir or not name.endswith(".svg"):
                 continue
             k = file_key(name[:-4])
+            keys.append(k)
             target = out / f"{k}.png"
             if k in want and not target.exists():
                 f = tar.extractfile(member)
@@ -128,7 +136,7 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
                 jobs.append((f.read(), target))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda job: _rasterise(*job), jobs))
-    done.write_text(f"{style.spec} {len(list(out.glob('*.png')))} glyphs\n")
+    index.write_text("\n".join(sorted(keys)) + "\n")  # last: a crash leaves no index
     log.info("rasterised style=%s glyphs=%d", style.name, len(jobs))
     return out
 

@@ -44,10 +44,16 @@ def test_prepare_rasterises_only_wanted_glyphs(tmp_path: Path) -> None:
     assert knife.size == (64, 100)  # the tight crop of an 18x28 rectangle at 128 px
     assert renderer.glyph("☠") is not None and renderer.glyph("🐕") is None
     assert Image.open(out / "2620.png").size == (es.RASTER, es.RASTER)
-    # a second call finds the finished directory and does no work
-    (out / "1f52a.png").unlink()
-    assert es.prepare(style, ["🔪"], cache=tmp_path) == out
-    assert not (out / "1f52a.png").exists()
+    # a call with nothing new to draw does not touch the tarball
+    tarball = tmp_path / "fake-1.0.0.tgz"
+    tarball.rename(tmp_path / "away.tgz")
+    assert es.prepare(style, ["🔪", "🎰"], cache=tmp_path) == out  # 🎰: not in the style
+    # one that wants more (a full run after a smoke test) draws only what is new
+    tarball.write_bytes((tmp_path / "away.tgz").read_bytes())
+    before = (out / "1f52a.png").stat().st_mtime_ns
+    es.prepare(style, ["🔪", "🐕"], cache=tmp_path)
+    assert (out / "1f415.png").exists()
+    assert (out / "1f52a.png").stat().st_mtime_ns == before
 
 
 def test_a_tampered_tarball_is_refused(tmp_path: Path) -> None:
