@@ -12,6 +12,7 @@ import pytest
 from moderation.core.policy import Policy, PolicySet
 from moderation.edges.policy_files import load_policy_dir
 from moderation.edges.policy_store import RedisPolicyStore, StoreError, apply_policies
+from tests.pipeline_helpers import demo_model_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +111,7 @@ def test_policies_cli(redis_url: str, monkeypatch: pytest.MonkeyPatch,
     assert "applied 7 policies as version" in out
     assert main(["policies", "list"]) == 0
     listing = capsys.readouterr().out
-    assert "model emoji-minilm@1.0.0" in listing and "weapons" in listing
+    assert f"model {demo_model_name()}" in listing and "weapons" in listing
     (tmp_path / "bad.yaml").write_text("name: x\nthreshold: 2\nprompts: [a]\n")
     assert main(["policies", "validate", str(tmp_path)]) == 2
     assert "bad.yaml: policy 'x': field 'threshold'" in capsys.readouterr().err

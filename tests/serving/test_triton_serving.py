@@ -10,6 +10,7 @@ from moderation.edges.encoders import RejectedImage, TritonEncoder
 from moderation.models.bundle import load_bundle
 from moderation.models.local_encoder import LocalEncoder
 from moderation.models.training.emoji_data import encode_image
+from tests.pipeline_helpers import demo_model_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -92,7 +93,7 @@ def test_prometheus_metrics_on_cpu(triton_demo: str, triton_demo_ports) -> None:
 def test_served_model_name_is_the_bundle_actually_loaded(triton_demo: str, triton_tiny: str,
                                                           demo_bundle) -> None:  # type: ignore[no-untyped-def]
     # the prompt-embedding cache is keyed by this name, so it must follow the env var
-    assert TritonEncoder(triton_demo).model_name == demo_bundle.name == "emoji-minilm@1.0.0"
+    assert TritonEncoder(triton_demo).model_name == demo_bundle.name == demo_model_name()
     assert TritonEncoder(triton_tiny).model_name == "tiny-clip@1"
     assert LocalEncoder(demo_bundle).model_name == demo_bundle.name
 
