@@ -87,12 +87,18 @@ def _tarball(style: ArtStyle, cache: Path) -> Path:
                 data = resp.read()
         except OSError as exc:
             raise BundleError(f"cannot fetch {style.spec} from {url}: {exc}") from exc
+        _check(style, data, url)  # before it lands in the cache
         path.with_suffix(".part").write_bytes(data)
         path.with_suffix(".part").replace(path)
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()
-    if digest != style.sha1:
-        raise BundleError(f"{path}: sha1 {digest}, expected {style.sha1} ({style.spec})")
+    else:
+        _check(style, path.read_bytes(), str(path))
     return path
+
+
+def _check(style: ArtStyle, data: bytes, where: str) -> None:
+    digest = hashlib.sha1(data).hexdigest()
+    if digest != style.sha1:
+        raise BundleError(f"{where}: sha1 {digest}, expected {style.sha1} ({style.spec})")
 
 
 def _rasterise(svg: bytes, out: Path) -> None:
