@@ -1,16 +1,18 @@
 """Emoji art styles from npm for training the demo model: fetch, rasterise, look up.
 
-Each style is a pinned npm tarball of SVGs named by code points, downloaded from the npm
-registry (the file ``npm pack`` fetches; ``NPM_CONFIG_REGISTRY`` points at a mirror) and
-checked against its SHA-1. ``rsvg-convert`` rasterises the glyphs
-the catalogue needs into a PNG cache once; after that a style is a directory of PNGs,
-read like EmojiOne's. Code-point file names differ per package only in case and in
-whether U+FE0F is kept, so every lookup key is lower-case hex without FE0F.
+Each style is a pinned npm tarball of glyphs named by code points (SVG, or WebP for
+Fluent 3D), downloaded from the npm registry (the file ``npm pack`` fetches;
+``NPM_CONFIG_REGISTRY`` points at a mirror) and checked against its SHA-1. ``rsvg-convert``
+(or Pillow, for raster art) draws the glyphs the catalogue needs into a PNG cache once;
+after that a style is a directory of PNGs, read like EmojiOne's. Code-point file names
+differ per package in case, zero padding (``00a9`` vs ``a9``) and whether U+FE0F is kept,
+so every lookup key is unpadded lower-case hex without FE0F.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -40,8 +42,9 @@ class ArtStyle:
     package: str
     version: str
     sha1: str  # of the npm tarball (``npm pack`` prints it as "shasum")
-    svg_dir: str  # inside the tarball
+    svg_dir: str  # inside the tarball: the folder of glyph files
     licence: str
+    suffix: str = ".svg"  # or a raster format Pillow reads (".webp")
 
     @property
     def spec(self) -> str:
@@ -60,6 +63,9 @@ STYLES: dict[str, ArtStyle] = {s.name: s for s in (
     ArtStyle("fluent", "@lobehub/fluent-emoji-flat", "1.1.0",
              "3870fe52a29fd507668acdb89ff31a170d09c257",
              "package/assets", "Microsoft Fluent Emoji (flat), MIT"),
+    ArtStyle("fluent-3d", "@lobehub/fluent-emoji-3d", "1.1.0",
+             "ff0679b2bbbf6100dd9709d8952498f08f364ac6",
+             "package/assets", "Microsoft Fluent Emoji (3D), MIT", suffix=".webp"),
 )}
 
 
@@ -69,7 +75,8 @@ def key(seq: str) -> str:
 
 
 def file_key(stem: str) -> str:
-    return "-".join(p for p in stem.lower().split("-") if p != "fe0f")
+    """The lookup key of a glyph file name such as ``0023-FE0F-20E3`` (-> ``23-20e3``)."""
+    return "-".join(f"{int(p, 16):x}" for p in stem.split("-") if p.lower() != "fe0f")
 
 
 def _tarball(style: ArtStyle, cache: Path) -> Path:
@@ -101,10 +108,15 @@ def _check(style: ArtStyle, data: bytes, where: str) -> None:
         raise BundleError(f"{where}: sha1 {digest}, expected {style.sha1} ({style.spec})")
 
 
-def _rasterise(svg: bytes, out: Path) -> None:
+def _rasterise(data: bytes, out: Path) -> None:
     tmp = out.with_suffix(".tmp")
-    subprocess.run(["rsvg-convert", "-w", str(RASTER), "-h", str(RASTER), "-a", "-f", "png",
-                    "-o", str(tmp)], input=svg, check=True)
+    if data.lstrip()[:1] == b"<":  # SVG
+        subprocess.run(["rsvg-convert", "-w", str(RASTER), "-h", str(RASTER), "-a", "-f",
+                        "png", "-o", str(tmp)], input=data, check=True)
+    else:
+        img = Image.open(io.BytesIO(data)).convert("RGBA")
+        img.thumbnail((RASTER, RASTER), Image.Resampling.LANCZOS)
+        img.save(tmp, "PNG")
     tmp.replace(out)
 
 
@@ -119,27 +131,31 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
     index = out / "index.txt"
     want = {key(s) for s in wanted}
     if index.exists():
-        have = set(index.read_text().split()) & want
+        # keys as this version writes them (older caches padded some code points)
+        have = {file_key(k) for k in index.read_text().split()} & want
         if all((out / f"{k}.png").exists() for k in have):
             return out
-    if shutil.which("rsvg-convert") is None:
+    if style.suffix == ".svg" and shutil.which("rsvg-convert") is None:
         raise BundleError("rsvg-convert not found (it rasterises SVG): "
                           "apt-get install librsvg2-bin")
     out.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     jobs: list[tuple[bytes, Path]] = []
+    queued: set[Path] = set()
     with tarfile.open(_tarball(style, cache)) as tar:
         for member in tar:
             folder, _, name = member.name.rpartition("/")
-            if folder != style.svg_dir or not name.endswith(".svg"):
+            if folder != style.svg_dir or not name.endswith(style.suffix):
                 continue
-            k = file_key(name[:-4])
+            k = file_key(name[:-len(style.suffix)])
             keys.append(k)
             target = out / f"{k}.png"
-            if k in want and not target.exists():
+            # two file names can share a key (with and without FE0F): draw one of them
+            if k in want and not target.exists() and target not in queued:
                 f = tar.extractfile(member)
                 assert f is not None
                 jobs.append((f.read(), target))
+                queued.add(target)
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda job: _rasterise(*job), jobs))
     index.write_text("\n".join(sorted(keys)) + "\n")  # last: a crash leaves no index
