@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from moderation.contract.errors import BundleError
+from moderation.models.training.emoji_styles import PngDirRenderer
 
 NOTO_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 CLDR_DIR = Path("/usr/share/unicode/cldr/common")
@@ -120,26 +121,14 @@ class NotoRenderer:
         return t is not None and t.size == img.size and t.tobytes() == img.tobytes()
 
 
-class GemojioneRenderer:
+def gemojione_renderer(png_dir: Path | None = None) -> GlyphSource:
     """EmojiOne 3 art (PNG files named by code points): a style never used in training."""
-
-    def __init__(self, png_dir: Path | None = None) -> None:
-        if png_dir is None:
-            found = sorted(Path("/").glob(GEMOJIONE_GLOB.lstrip("/")))
-            if not found:
-                raise BundleError("gemojione PNGs not found: apt-get install ruby-gemojione")
-            png_dir = found[-1]
-        self._dir = png_dir
-        self._cache: dict[str, Image.Image | None] = {}
-
-    def glyph(self, seq: str) -> Image.Image | None:
-        if seq not in self._cache:
-            stem = "-".join(f"{ord(c):04X}" for c in _strip_vs(seq))
-            path = self._dir / f"{stem}.png"
-            img = Image.open(path).convert("RGBA") if path.exists() else None
-            bbox = img.getbbox() if img is not None else None
-            self._cache[seq] = img.crop(bbox) if img is not None and bbox else None
-        return self._cache[seq]
+    if png_dir is None:
+        found = sorted(Path("/").glob(GEMOJIONE_GLOB.lstrip("/")))
+        if not found:
+            raise BundleError("gemojione PNGs not found: apt-get install ruby-gemojione")
+        png_dir = found[-1]
+    return PngDirRenderer(png_dir)
 
 
 def renderable(catalogue: list[Emoji], renderer: NotoRenderer) -> list[Emoji]:

@@ -59,7 +59,7 @@ def _style_sources(names: Sequence[str], noto: ed.NotoRenderer,
     npm = es.renderers([n for n in names if n in es.STYLES], seqs)
     out: dict[str, ed.GlyphSource] = {}
     for n in names:
-        out[n] = noto if n == "noto" else ed.GemojioneRenderer() if n == HELD_OUT_STYLE else npm[n]
+        out[n] = noto if n == "noto" else ed.gemojione_renderer() if n == HELD_OUT_STYLE else npm[n]
     return out
 
 
