@@ -13,7 +13,8 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
-    cfg = TrainConfig(samples=args.samples, epochs=args.epochs, seed=args.seed)
+    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed")}
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
     print(json.dumps(report, indent=2))
     return 0
@@ -110,9 +111,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     t = msub.add_parser("train", help="train the embedded demo model (about 50 min, 2 cores)")
     t.add_argument("--out", default="moderation/bundles/emoji-minilm")
-    t.add_argument("--samples", type=int, default=280_000)
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--samples", type=int, help="default: the recipe's (TrainConfig)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
     t.set_defaults(func=cmd_train)
 
     e = msub.add_parser("eval", help="per-policy precision/recall/F1 on rendered emoji scenes")

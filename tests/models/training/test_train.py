@@ -70,3 +70,16 @@ def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path) -> None:
     emb = bundle.embed_images([Image.new("RGB", (100, 80), (200, 10, 10))])
     assert emb.shape == (1, 384)
     np.testing.assert_allclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+
+
+def test_the_train_command_runs_the_recipe_unless_told_otherwise(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from moderation.cli.main import main
+    from moderation.models.training import train as train_module
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train_module, "train_bundle",
+                        lambda out, cfg: seen.append(cfg) or {"out": str(out)})
+    assert main(["models", "train", "--out", str(tmp_path)]) == 0
+    assert main(["models", "train", "--out", str(tmp_path), "--epochs", "2"]) == 0
+    assert seen == [TrainConfig(), TrainConfig(epochs=2)]
