@@ -9,6 +9,7 @@ from moderation.models.bundle import load_bundle
 from moderation.models.training import emoji_data as ed
 from moderation.models.training.train import (
     IMAGE_SIZE,
+    STYLE_MIX,
     TrainConfig,
     _outline,
     _restyle,
@@ -64,7 +65,7 @@ def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path) -> None:
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.training["config"]["samples"] == 128
-    assert report["styles"] == {"noto": 0.3, "openmoji-line": 0.1}
+    assert report["styles"] == {n: STYLE_MIX[n] for n in ("noto", "openmoji-line")}
     from PIL import Image
 
     emb = bundle.embed_images([Image.new("RGB", (100, 80), (200, 10, 10))])
