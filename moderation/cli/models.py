@@ -109,7 +109,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     models = sub.add_parser("models", help="train, evaluate, import and export model bundles")
     msub = models.add_subparsers(dest="models_command", required=True)
 
-    t = msub.add_parser("train", help="train the embedded demo model (about 50 min, 2 cores)")
+    t = msub.add_parser("train", help="train the embedded demo model (about 45 min, 2 cores)")
     t.add_argument("--out", default="moderation/bundles/emoji-minilm")
     t.add_argument("--samples", type=int, help="default: the recipe's (TrainConfig)")
     t.add_argument("--epochs", type=int)
