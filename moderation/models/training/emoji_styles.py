@@ -42,7 +42,7 @@ class ArtStyle:
     package: str
     version: str
     sha1: str  # of the npm tarball (``npm pack`` prints it as "shasum")
-    svg_dir: str  # inside the tarball: the folder of glyph files
+    glyph_dir: str  # inside the tarball: the folder of glyph files
     licence: str
     suffix: str = ".svg"  # or a raster format Pillow reads (".webp")
 
@@ -145,7 +145,7 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
     with tarfile.open(_tarball(style, cache)) as tar:
         for member in tar:
             folder, _, name = member.name.rpartition("/")
-            if folder != style.svg_dir or not name.endswith(style.suffix):
+            if folder != style.glyph_dir or not name.endswith(style.suffix):
                 continue
             k = file_key(name[:-len(style.suffix)])
             keys.append(k)
