@@ -6,20 +6,16 @@ import base64
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from moderation.config import Settings
 from moderation.edges.kafka_io import poll_keyed, read_from_start
-
-DEMO_MANIFEST = (Path(__file__).resolve().parent.parent
-                 / "moderation/bundles/emoji-minilm/manifest.json")
+from moderation.models.bundle import load_bundle
 
 
 def demo_model_name() -> str:
     """``name@version`` of the committed demo bundle (what decisions and the store record)."""
-    manifest = json.loads(DEMO_MANIFEST.read_text())
-    return f"{manifest['name']}@{manifest['version']}"
+    return load_bundle("demo").name  # towers load lazily: this reads only the manifest
 
 
 def produce(settings: Settings, items: list[tuple[str | None, bytes, list[tuple[str, bytes]]]]

@@ -108,9 +108,9 @@ def _check(style: ArtStyle, data: bytes, where: str) -> None:
         raise BundleError(f"{where}: sha1 {digest}, expected {style.sha1} ({style.spec})")
 
 
-def _rasterise(data: bytes, out: Path) -> None:
+def _rasterise(data: bytes, out: Path, svg: bool) -> None:
     tmp = out.with_suffix(".tmp")
-    if data.lstrip()[:1] == b"<":  # SVG
+    if svg:
         subprocess.run(["rsvg-convert", "-w", str(RASTER), "-h", str(RASTER), "-a", "-f",
                         "png", "-o", str(tmp)], input=data, check=True)
     else:
@@ -157,7 +157,8 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
                 jobs.append((f.read(), target))
                 queued.add(target)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: _rasterise(*job), jobs))
+        svg = style.suffix == ".svg"
+        list(pool.map(lambda job: _rasterise(job[0], job[1], svg), jobs))
     index.write_text("\n".join(sorted(keys)) + "\n")  # last: a crash leaves no index
     log.info("rasterised style=%s glyphs=%d", style.name, len(jobs))
     return out
