@@ -28,7 +28,8 @@ def load_image_tower(bundle: Bundle) -> nn.Module:
     if spec.arch == "emoji_cnn":
         from safetensors.torch import load_file
 
-        model = EmojiCNN(bundle.dim, tuple(spec.params.get("widths", (24, 48, 96, 192))))
+        model = EmojiCNN(bundle.dim, tuple(spec.params.get("widths", (24, 48, 96, 192))),
+                         mirror_view=bool(spec.params.get("mirror_view", False)))
         state = load_file(str(resolve_ref(bundle.dir, spec.weights)))
         try:
             model.load_state_dict(state)

@@ -1,0 +1,20 @@
+"""The image tower's mirror view (pure torch, random weights)."""
+
+import torch
+
+from moderation.models.towers import EmojiCNN
+
+
+def test_mirror_view_averages_the_image_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    plain = EmojiCNN(16, (4, 8)).eval()
+    mirrored = EmojiCNN(16, (4, 8), mirror_view=True).eval()
+    mirrored.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 40, 40)
+    with torch.inference_mode():
+        both = plain(x) + plain(torch.flip(x, dims=[3]))
+        expected = both / both.norm(dim=-1, keepdim=True)
+        out = mirrored(x)
+        assert torch.allclose(out, expected, atol=1e-5)
+        assert torch.allclose(out, mirrored(torch.flip(x, dims=[3])), atol=1e-5)
+        assert not torch.allclose(plain(x), plain(torch.flip(x, dims=[3])), atol=1e-3)
