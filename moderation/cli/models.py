@@ -41,6 +41,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
             write_thresholds(policy_dir, thresholds)
             policies = load_policy_dir(policy_dir)
+        else:  # what-if: the splits below are scored with the fitted thresholds, files kept
+            policies = ev.with_thresholds(policies, thresholds)
     splits = list(ev.TEST_SPLITS) if args.split == "all" else [args.split]
     for split in (s for s in splits if s != "photos"):
         rows = ev.evaluate(encoder, policies, ev.build_scenes(split, **sizes))
@@ -125,7 +127,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="all: every test split (not val) and the benign-photo check")
     e.add_argument("--triton", action="store_true", help="embed through Triton, not in-process")
     e.add_argument("--calibrate", action="store_true",
-                   help="first fit thresholds on the val split and print them")
+                   help="first fit thresholds on the val split, print them and score "
+                        "the splits with them")
     e.add_argument("--write-thresholds", action="store_true",
                    help="with --calibrate: write them into the policy files")
     e.add_argument("--per-policy", type=int, default=60)

@@ -157,6 +157,13 @@ def evaluate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene],
     return metrics(s.flagged, truth_matrix(scenes, matrix.names), matrix.names)
 
 
+def with_thresholds(policies: PolicySet, thresholds: dict[str, float]) -> PolicySet:
+    """The policies with these thresholds in place of their own (others unchanged)."""
+    return PolicySet(policies=tuple(
+        p.model_copy(update={"threshold": thresholds.get(p.name, p.threshold)})
+        for p in policies.policies))
+
+
 def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) -> dict[str, float]:
     """Per policy, the threshold that maximises F1 on ``scenes`` (the midpoint below it)."""
     matrix = compile_for(encoder, policies)

@@ -66,7 +66,8 @@ def test_calibration_finds_a_threshold_that_separates() -> None:
     assert too_strict.recall < 1.0  # composite scenes score below 0.99
     t = ev.calibrate(enc, policies, scenes)["weapons"]
     assert 0.0 < t < 0.577  # 1/sqrt(3): the weakest positive
-    tuned = PolicySet(policies=(Policy(name="weapons", threshold=t, prompts=("🔪",)),))
+    tuned = ev.with_thresholds(policies, {"weapons": t, "unknown": 0.1})
+    assert tuned.policies[0].threshold == t and tuned.names == policies.names
     assert ev.evaluate(enc, tuned, scenes)[0].f1 == pytest.approx(1.0)
 
 
