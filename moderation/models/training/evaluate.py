@@ -164,23 +164,35 @@ def with_thresholds(policies: PolicySet, thresholds: dict[str, float]) -> Policy
         for p in policies.policies))
 
 
+def best_threshold(scores: NDArray[Any], eligible: NDArray[Any], truth: NDArray[Any]) -> float:
+    """The threshold, at the 3 decimals policy files hold, that maximises F1 of
+    ``eligible & (scores >= t)``; of a run of equally good ones, the middle (the widest margin
+    either side). Every candidate is scored exactly as it will be written: candidates that
+    were rounded scores dropped the very item they came from whenever it rounded up, so the
+    threshold written was not the one that had scored best."""
+    lo = int(np.floor(float(scores.min()) * 1000)) if len(scores) else 0
+    hi = int(np.ceil(float(scores.max()) * 1000)) + 1 if len(scores) else 1
+    grid = np.arange(lo, hi + 1) / 1000
+    pred = eligible[:, None] & (scores[:, None] >= grid[None, :])
+    tp = np.sum(pred & truth[:, None], axis=0)
+    fp = np.sum(pred & ~truth[:, None], axis=0)
+    fn = np.sum(~pred & truth[:, None], axis=0)
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    best = np.flatnonzero(f1 == f1.max())
+    run_end = 0  # the first run of consecutive grid points at the best F1
+    while run_end + 1 < len(best) and best[run_end + 1] == best[run_end] + 1:
+        run_end += 1
+    return round(float(grid[best[run_end // 2]]), 3)
+
+
 def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Per policy, the threshold that maximises F1 on ``scenes`` (the midpoint below it)."""
+    """Per policy, the threshold that maximises F1 on ``scenes``."""
     matrix = compile_for(encoder, policies)
     s = score(embed_scenes(encoder, scenes), matrix)
     truth = truth_matrix(scenes, matrix.names)
-    out = {}
-    for k, name in enumerate(matrix.names):
-        eligible = s.counter[:, k] < s.score[:, k] + matrix.margins[k]
-        cands = np.unique(np.round(s.score[:, k], 4))
-        best_f, best_t = -1.0, 0.5
-        for i, t in enumerate(cands):
-            _, _, f = _prf(eligible & (s.score[:, k] >= t), truth[:, k])
-            if f > best_f:
-                lower = cands[i - 1] if i else t - 0.01
-                best_f, best_t = f, float((t + lower) / 2)
-        out[name] = round(best_t, 3)
-    return out
+    return {name: best_threshold(s.score[:, k], s.counter[:, k] < s.score[:, k] + matrix.margins[k],
+                                 truth[:, k])
+            for k, name in enumerate(matrix.names)}
 
 
 def format_table(title: str, rows: Sequence[PolicyMetrics]) -> str:

@@ -71,6 +71,36 @@ def test_calibration_finds_a_threshold_that_separates() -> None:
     assert ev.evaluate(enc, tuned, scenes)[0].f1 == pytest.approx(1.0)
 
 
+def _f1_at(t: float, scores: np.ndarray, eligible: np.ndarray, truth: np.ndarray) -> float:
+    return ev._prf(eligible & (scores >= t), truth)[2]
+
+
+def test_the_written_threshold_is_the_one_that_scored_best() -> None:
+    # 0.52936 rounds up to 0.5294: a candidate made by rounding it drops the positive it
+    # came from, and the threshold then written (below it) let the 0.52081 negative in
+    scores = np.array([0.3, 0.51485, 0.52081, 0.52936, 0.6, 0.7], np.float32)
+    truth = np.array([False, False, False, True, True, True])
+    eligible = np.ones(len(scores), bool)
+    t = ev.best_threshold(scores, eligible, truth)
+    assert 0.52081 < t <= 0.52936
+    assert t == pytest.approx(0.525, abs=0.001)  # the middle of the run that scores 1.0
+    assert _f1_at(t, scores, eligible, truth) == 1.0
+
+
+def test_best_threshold_matches_an_exhaustive_search() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(5, 60))
+        scores = rng.uniform(0.2, 0.8, n).astype(np.float32)
+        truth = rng.random(n) < 0.4
+        eligible = rng.random(n) < 0.9
+        t = ev.best_threshold(scores, eligible, truth)
+        # every threshold a policy file can hold (3 decimals) in and around the scores
+        exhaustive = max(_f1_at(c, scores, eligible, truth) for c in np.arange(190, 821) / 1000)
+        assert _f1_at(t, scores, eligible, truth) == pytest.approx(exhaustive)
+        assert t == round(t, 3)
+
+
 def test_scenes_are_seeded_and_labelled() -> None:
     a = ev.build_scenes("noto", per_policy=2, negatives=3, lookalikes=2)
     b = ev.build_scenes("noto", per_policy=2, negatives=3, lookalikes=2)
