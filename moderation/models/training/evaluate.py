@@ -172,12 +172,9 @@ def best_threshold(scores: NDArray[Any], eligible: NDArray[Any], truth: NDArray[
     threshold written was not the one that had scored best."""
     lo = int(np.floor(float(scores.min()) * 1000)) if len(scores) else 0
     hi = int(np.ceil(float(scores.max()) * 1000)) + 1 if len(scores) else 1
-    grid = np.arange(lo, hi + 1) / 1000
-    pred = eligible[:, None] & (scores[:, None] >= grid[None, :])
-    tp = np.sum(pred & truth[:, None], axis=0)
-    fp = np.sum(pred & ~truth[:, None], axis=0)
-    fn = np.sum(~pred & truth[:, None], axis=0)
-    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    # float32, as PolicyMatrix holds thresholds, so a score on the edge compares as it will
+    grid = (np.arange(lo, hi + 1) / 1000).astype(np.float32)
+    f1 = np.array([_prf(eligible & (scores >= t), truth)[2] for t in grid])
     best = np.flatnonzero(f1 == f1.max())
     run_end = 0  # the first run of consecutive grid points at the best F1
     while run_end + 1 < len(best) and best[run_end + 1] == best[run_end] + 1:
