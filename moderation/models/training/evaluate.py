@@ -167,9 +167,8 @@ def with_thresholds(policies: PolicySet, thresholds: dict[str, float]) -> Policy
 def best_threshold(scores: NDArray[Any], eligible: NDArray[Any], truth: NDArray[Any]) -> float:
     """The threshold, at the 3 decimals policy files hold, that maximises F1 of
     ``eligible & (scores >= t)``; of a run of equally good ones, the middle (the widest margin
-    either side). Every candidate is scored exactly as it will be written: candidates that
-    were rounded scores dropped the very item they came from whenever it rounded up, so the
-    threshold written was not the one that had scored best."""
+    either side). Every candidate is scored exactly as it will be written and compared, so
+    the threshold written is the one that scored best."""
     lo = int(np.floor(float(scores.min()) * 1000)) if len(scores) else 0
     hi = int(np.ceil(float(scores.max()) * 1000)) + 1 if len(scores) else 1
     # float32, as PolicyMatrix holds thresholds, so a score on the edge compares as it will
