@@ -58,11 +58,13 @@ def test_style_augmentations_keep_the_glyph_shape() -> None:
 
 
 @pytest.mark.slow
-def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
-                      workers=1, styles=("noto", "openmoji-line"))
+                      workers=1, styles=("noto", "openmoji-line"), bf16=bf16)
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
+    assert np.isfinite(report["epoch_loss"]).all()  # type: ignore[arg-type]
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.training["config"]["samples"] == 128
     assert report["styles"] == {n: STYLE_MIX[n] for n in ("noto", "openmoji-line")}
@@ -83,4 +85,5 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
                         lambda out, cfg: seen.append(cfg) or {"out": str(out)})
     assert main(["models", "train", "--out", str(tmp_path)]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--epochs", "2"]) == 0
-    assert seen == [TrainConfig(), TrainConfig(epochs=2)]
+    assert main(["models", "train", "--out", str(tmp_path), "--bf16"]) == 0
+    assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=True)]
