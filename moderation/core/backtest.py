@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from moderation.core.policy import Policy, PolicySet
-from moderation.core.scoring import compile_policies, score
+from moderation.core.scoring import compile_policies, not_vetoed, score
 
 CHUNK = 8_192  # rows scored at once: bounds the [rows, prompts] similarity matrix
 
@@ -27,7 +27,7 @@ class Columns:
 
     def flagged(self, policy: Policy) -> NDArray[Any]:
         return (self.score >= policy.threshold) & \
-            (self.counter < self.score + policy.counter_margin)
+            not_vetoed(self.score, self.counter, policy.counter_margin)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def sweep(cols: Columns, policy: Policy, step: float = 0.01, span: float = 0.15
     """Share of uploads the policy matches at thresholds around its own."""
     n = len(cols.score)
     # the counter-prompt veto does not depend on the threshold: sort the eligible scores once
-    eligible = np.sort(cols.score[cols.counter < cols.score + policy.counter_margin])
+    eligible = np.sort(cols.score[not_vetoed(cols.score, cols.counter, policy.counter_margin)])
     lo, hi = max(-1.0, policy.threshold - span), min(1.0, policy.threshold + span)
     ts = np.round(np.arange(lo, hi + step / 2, step), 4)
     matched = len(eligible) - np.searchsorted(eligible, ts.astype(np.float32), side="left")

@@ -101,12 +101,20 @@ def _grouped_max(sims: NDArray[Any], index: NDArray[Any]) -> tuple[NDArray[Any],
     return np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0], arg
 
 
+def not_vetoed(score: NDArray[Any], counter: NDArray[Any], margin: Any) -> NDArray[np.bool_]:
+    """Where no counter-prompt vetoes: the best counter-prompt is not ``margin`` or more
+    above the policy's score. The one statement of the veto, for the worker, the backtest
+    and calibration alike."""
+    return np.asarray(counter < score + margin)
+
+
 def score(embeddings: NDArray[Any], matrix: PolicyMatrix) -> Scores:
     """Score a batch of image embeddings ``[B, D]`` against every policy at once."""
     emb = np.asarray(embeddings, np.float32)
     best, arg = _grouped_max(emb @ matrix.prompt_emb.T, matrix.prompt_index)
     counter, _ = _grouped_max(emb @ matrix.counter_emb.T, matrix.counter_index)
-    flagged = (best >= matrix.thresholds[None, :]) & (counter < best + matrix.margins[None, :])
+    flagged = (best >= matrix.thresholds[None, :]) & not_vetoed(best, counter,
+                                                                 matrix.margins[None, :])
     return Scores(best, arg, counter, flagged)
 
 

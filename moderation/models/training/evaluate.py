@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from moderation.core.policy import PolicySet
-from moderation.core.scoring import PolicyMatrix, score
+from moderation.core.scoring import PolicyMatrix, not_vetoed, score
 from moderation.edges.encoders import Encoder, compile_for
 from moderation.models.training import emoji_data as ed
 from moderation.models.training import emoji_styles as es
@@ -186,7 +186,8 @@ def calibrate(encoder: Encoder, policies: PolicySet, scenes: Sequence[Scene]) ->
     matrix = compile_for(encoder, policies)
     s = score(embed_scenes(encoder, scenes), matrix)
     truth = truth_matrix(scenes, matrix.names)
-    return {name: best_threshold(s.score[:, k], s.counter[:, k] < s.score[:, k] + matrix.margins[k],
+    return {name: best_threshold(s.score[:, k],
+                                 not_vetoed(s.score[:, k], s.counter[:, k], matrix.margins[k]),
                                  truth[:, k])
             for k, name in enumerate(matrix.names)}
 
