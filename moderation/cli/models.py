@@ -14,7 +14,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
     given = {k: getattr(args, k) for k in ("samples", "epochs", "seed")}
-    given["bf16"] = True if args.bf16 else None
+    given["bf16"] = args.bf16 or None  # the flag only turns it on
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
     print(json.dumps(report, indent=2))
