@@ -22,14 +22,17 @@ def _hf_clip(bundle: Bundle, ref: str) -> Any:
 
 def load_image_tower(bundle: Bundle) -> nn.Module:
     from moderation.models.bundle import resolve_ref
-    from moderation.models.towers import CLIPImageTower, EmojiCNN
+    from moderation.models.towers import CLIPImageTower, EmojiCNN, EmojiCNNEnsemble
 
     spec = bundle.manifest.image
     if spec.arch == "emoji_cnn":
         from safetensors.torch import load_file
 
-        model = EmojiCNN(bundle.dim, tuple(spec.params.get("widths", (24, 48, 96, 192))),
-                         mirror_view=bool(spec.params.get("mirror_view", False)))
+        widths = tuple(spec.params.get("widths", (24, 48, 96, 192)))
+        mirror = bool(spec.params.get("mirror_view", False))
+        members = int(spec.params.get("members", 1))
+        model: nn.Module = (EmojiCNNEnsemble(members, bundle.dim, widths, mirror) if members > 1
+                            else EmojiCNN(bundle.dim, widths, mirror_view=mirror))
         state = load_file(str(resolve_ref(bundle.dir, spec.weights)))
         try:
             model.load_state_dict(state)

@@ -73,6 +73,21 @@ class EmojiCNN(nn.Module):
         return F.normalize(self.proj(x), dim=-1)
 
 
+class EmojiCNNEnsemble(nn.Module):
+    """Several EmojiCNNs, trained side by side each against its own loss, served as one:
+    the normalised mean of their embeddings. Towers trained apart disagree most on art
+    none of them saw, so their average is steadier there than any one of them."""
+
+    def __init__(self, members: int, embed_dim: int = 384,
+                 widths: tuple[int, ...] = (32, 64, 128, 256), mirror_view: bool = False) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(EmojiCNN(embed_dim, widths, mirror_view)
+                                     for _ in range(members))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.stack([m(pixels) for m in self.members]).sum(0), dim=-1)
+
+
 class MeanPoolTextTower(nn.Module):
     """A BERT-style encoder with mean pooling (sentence-transformers' all-MiniLM-L6-v2)."""
 

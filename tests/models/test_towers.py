@@ -1,8 +1,8 @@
-"""The image tower's mirror view (pure torch, random weights)."""
+"""The image tower's mirror view and the ensemble of towers (pure torch, random weights)."""
 
 import torch
 
-from moderation.models.towers import EmojiCNN
+from moderation.models.towers import EmojiCNN, EmojiCNNEnsemble
 
 
 def test_mirror_view_averages_the_image_and_its_mirror() -> None:
@@ -18,3 +18,14 @@ def test_mirror_view_averages_the_image_and_its_mirror() -> None:
         assert torch.allclose(out, expected, atol=1e-5)
         assert torch.allclose(out, mirrored(torch.flip(x, dims=[3])), atol=1e-5)
         assert not torch.allclose(plain(x), plain(torch.flip(x, dims=[3])), atol=1e-3)
+
+
+def test_an_ensemble_serves_the_normalised_mean_of_its_towers() -> None:
+    torch.manual_seed(0)
+    ensemble = EmojiCNNEnsemble(2, 16, (4, 8), mirror_view=True).eval()
+    x = torch.randn(3, 3, 40, 40)
+    with torch.inference_mode():
+        a, b = (m(x) for m in ensemble.members)
+        expected = (a + b) / (a + b).norm(dim=-1, keepdim=True)
+        assert torch.allclose(ensemble(x), expected, atol=1e-5)
+        assert not torch.allclose(a, b, atol=1e-3)  # two towers, not one twice
