@@ -13,8 +13,7 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
-    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed")}
-    given["bf16"] = args.bf16 or None  # the flag only turns it on
+    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed", "members", "bf16")}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
     print(json.dumps(report, indent=2))
@@ -112,15 +111,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     models = sub.add_parser("models", help="train, evaluate, import and export model bundles")
     msub = models.add_subparsers(dest="models_command", required=True)
 
-    t = msub.add_parser("train", help="train the embedded demo model (about 50 min, 2 cores)")
+    t = msub.add_parser("train", help="train the embedded demo model (about 55 min, 2 cores)")
     t.add_argument("--out", default="moderation/bundles/emoji-minilm")
     t.add_argument("--samples", type=int, help="default: the recipe's (TrainConfig)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
-    t.add_argument("--bf16", action="store_true",
-                   help="bfloat16 autocast: training steps take about 2/3 of the time on "
-                        "CPUs with AMX or AVX512-BF16 (emulated and slower elsewhere); "
-                        "the weights differ from the recipe's")
+    t.add_argument("--members", type=int,
+                   help="image towers trained side by side and served as their mean embedding")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="bfloat16 autocast (the recipe's): fast on CPUs with AMX or "
+                        "AVX512-BF16, emulated and slower elsewhere; --no-bf16 trains in "
+                        "float32, with different weights")
     t.set_defaults(func=cmd_train)
 
     e = msub.add_parser("eval", help="per-policy precision/recall/F1 on rendered emoji scenes")

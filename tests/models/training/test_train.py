@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from moderation.models.bundle import load_bundle
+from moderation.models.towers import EmojiCNN
 from moderation.models.training import emoji_data as ed
 from moderation.models.training.train import (
     IMAGE_SIZE,
     STYLE_MIX,
+    WIDTHS,
     TrainConfig,
     _outline,
     _restyle,
@@ -58,16 +60,20 @@ def test_style_augmentations_keep_the_glyph_shape() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bf16", [False, True])
-def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool) -> None:
+@pytest.mark.parametrize(("bf16", "members"), [(False, 1), (True, 1), (True, 2)])
+def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool,
+                                                 members: int) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
-                      workers=1, styles=("noto", "openmoji-line"), bf16=bf16)
+                      workers=1, styles=("noto", "openmoji-line"), bf16=bf16, members=members)
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     assert np.isfinite(report["epoch_loss"]).all()  # type: ignore[arg-type]
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.training["config"]["samples"] == 128
     assert report["styles"] == {n: STYLE_MIX[n] for n in ("noto", "openmoji-line")}
+    assert bundle.manifest.image.params.get("members", 1) == members
+    assert bundle.image_param_count() == members * sum(
+        p.numel() for p in EmojiCNN(384, WIDTHS).parameters())
     from PIL import Image
 
     emb = bundle.embed_images([Image.new("RGB", (100, 80), (200, 10, 10))])
@@ -85,5 +91,7 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
                         lambda out, cfg: seen.append(cfg) or {"out": str(out)})
     assert main(["models", "train", "--out", str(tmp_path)]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--epochs", "2"]) == 0
-    assert main(["models", "train", "--out", str(tmp_path), "--bf16"]) == 0
-    assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=True)]
+    assert main(["models", "train", "--out", str(tmp_path), "--no-bf16"]) == 0
+    assert main(["models", "train", "--out", str(tmp_path), "--members", "1"]) == 0
+    assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=False),
+                    TrainConfig(members=1)]
