@@ -275,8 +275,15 @@ def train(
     t_render = time.monotonic()
     log.info("rendered samples=%d seconds=%.0f", len(images), t_render - t_text)
 
-    towers = [EmojiCNN(proto.shape[1], WIDTHS).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-              for _ in range(cfg.members)]
+    model: torch.nn.Module
+    if cfg.members > 1:
+        model = EmojiCNNEnsemble(cfg.members, proto.shape[1], WIDTHS)
+        towers = [cast(EmojiCNN, m) for m in model.members]
+    else:
+        model = EmojiCNN(proto.shape[1], WIDTHS)
+        towers = [model]
+    for t in towers:
+        t.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = [*(p for t in towers for p in t.parameters()), logit_scale]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -324,11 +331,6 @@ def train(
                          total, running / (b + 1), float(logit_scale.detach().exp()),
                          time.monotonic() - t0)
         history.append(round(running / steps_per_epoch, 4))
-    if cfg.members > 1:
-        model: torch.nn.Module = EmojiCNNEnsemble(cfg.members, proto.shape[1], WIDTHS)
-        model.members = torch.nn.ModuleList(towers)
-    else:
-        model = towers[0]
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
