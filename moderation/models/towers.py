@@ -78,8 +78,8 @@ class EmojiCNNEnsemble(nn.Module):
     the normalised mean of their embeddings. Towers trained apart disagree most on art
     none of them saw, so their average is steadier there than any one of them."""
 
-    def __init__(self, members: int, embed_dim: int = 384,
-                 widths: tuple[int, ...] = (32, 64, 128, 256), mirror_view: bool = False) -> None:
+    def __init__(self, members: int, embed_dim: int, widths: tuple[int, ...],
+                 mirror_view: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(EmojiCNN(embed_dim, widths, mirror_view)
                                      for _ in range(members))

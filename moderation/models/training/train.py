@@ -382,7 +382,7 @@ def train_bundle(out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
     """Train the demo image tower and write a complete bundle to ``out_dir``."""
     from moderation.models.bundle import Bundle, write_manifest
 
-    text_only = Bundle(out_dir, demo_manifest(1.0, {}, cfg.members))
+    text_only = Bundle(out_dir, demo_manifest(1.0, {}))
     report = train(out_dir, cfg, text_only.embed_texts)
     summary = {k: report[k] for k in ("config", "classes", "epoch_loss", "seconds")}
     write_manifest(out_dir, demo_manifest(float(report["logit_scale"]), summary,  # type: ignore[arg-type]
