@@ -57,6 +57,18 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
                             "total": len(photos), "results": [r.__dict__ for r in photos]}
         if not args.json:
             print(benign_photos.format_report(photos))
+    folders: dict[str, object] = {}
+    for folder in args.benign_dir or []:
+        found = benign_photos.check(encoder, policies, benign_photos.folder_paths(Path(folder)))
+        report["benign_dirs"] = folders
+        folders[folder] = {
+            "flagged": sum(bool(r.flagged) for r in found), "total": len(found),
+            "unreadable": sum(bool(r.error) for r in found),
+            "results": [r.__dict__ for r in found if r.flagged or r.error]}
+        if not args.json:
+            print()
+            print(benign_photos.format_report(found, f"benign images under {folder}",
+                                              every_image=False))
     if args.json:
         print(json.dumps(report, indent=2))
     return 0
@@ -140,6 +152,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     e.add_argument("--per-policy", type=int, default=60)
     e.add_argument("--negatives", type=int, default=300)
     e.add_argument("--lookalikes", type=int, default=150)
+    e.add_argument("--benign-dir", action="append", metavar="DIR",
+                   help="also score every PNG/JPEG under DIR, a folder of images known to be "
+                        "benign, and report the share flagged (repeatable)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
