@@ -9,6 +9,7 @@ eval --benign-dir DIR``): the share of its own ordinary uploads a policy set wou
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,12 +123,8 @@ def format_report(results: list[PhotoResult],
     head = f"{title}: {len(flagged)} of {len(results)} flagged"
     lines = [head + (f", {len(failed)} unreadable" if failed else ""), ""]
     if not every_image:
-        counts: dict[str, int] = {}
-        for r in flagged:
-            for n in r.flagged:
-                counts[n] = counts.get(n, 0) + 1
-        lines += [f"  {n}: {c}" for n, c in sorted(counts.items(), key=lambda x: -x[1])]
-        lines += [""] if counts else []
+        counts = Counter(n for r in flagged for n in r.flagged).most_common()
+        lines += [f"  {n}: {c}" for n, c in counts] + ([""] if counts else [])
     for r in results:
         if r.error:
             lines.append(f"  {r.name:<48} UNREADABLE {r.error}")
