@@ -58,9 +58,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             print(benign_photos.format_report(photos))
     folders: dict[str, object] = {}
+    if args.benign_dir:
+        report["benign_dirs"] = folders
     for folder in args.benign_dir or []:
         found = benign_photos.check(encoder, policies, benign_photos.folder_paths(Path(folder)))
-        report["benign_dirs"] = folders
         folders[folder] = {
             "flagged": sum(bool(r.flagged) for r in found), "total": len(found),
             "unreadable": sum(bool(r.error) for r in found),

@@ -100,7 +100,7 @@ def check(encoder: Encoder, policies: PolicySet,
     row = {i: r for r, i in enumerate(ok)}
     out = []
     for i, (group, path) in enumerate(paths):
-        name = f"{group}/{path.name}" if group not in ("", ".") else path.name
+        name = path.name if group == "." else f"{group}/{path.name}"  # "." = the folder itself
         if s is None or i not in row:
             out.append(PhotoResult(name, (), "", 0.0, 0.0, errors[i]))
             continue
