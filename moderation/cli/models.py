@@ -53,8 +53,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             print()
     if args.split in ("all", "photos"):
         photos = benign_photos.check(encoder, policies)
-        report["photos"] = {"flagged": sum(bool(r.flagged) for r in photos),
-                            "total": len(photos), "results": [r.__dict__ for r in photos]}
+        report["photos"] = benign_photos.summary(photos)
         if not args.json:
             print(benign_photos.format_report(photos))
     folders: dict[str, object] = {}
@@ -62,10 +61,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         report["benign_dirs"] = folders
     for folder in args.benign_dir or []:
         found = benign_photos.check(encoder, policies, benign_photos.folder_paths(Path(folder)))
-        folders[folder] = {
-            "flagged": sum(bool(r.flagged) for r in found), "total": len(found),
-            "unreadable": sum(bool(r.error) for r in found),
-            "results": [r.__dict__ for r in found if r.flagged or r.error]}
+        folders[folder] = benign_photos.summary(found, every_image=False)
         if not args.json:
             print()
             print(benign_photos.format_report(found, f"benign images under {folder}",

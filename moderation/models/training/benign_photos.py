@@ -113,6 +113,14 @@ def check(encoder: Encoder, policies: PolicySet,
     return out
 
 
+def summary(results: list[PhotoResult], every_image: bool = True) -> dict[str, object]:
+    """The JSON form of a check: counts, then every result or (``every_image=False``) only
+    the flagged and unreadable ones."""
+    return {"flagged": sum(bool(r.flagged) for r in results), "total": len(results),
+            "unreadable": sum(bool(r.error) for r in results),
+            "results": [r.__dict__ for r in results if every_image or r.flagged or r.error]}
+
+
 def format_report(results: list[PhotoResult],
                   title: str = "benign photographs (scikit-image, scikit-learn, matplotlib)",
                   every_image: bool = True) -> str:
