@@ -13,7 +13,8 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
-    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed", "members", "bf16")}
+    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed", "members", "bf16",
+                                       "prior_correction")}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
     print(json.dumps(report, indent=2))
@@ -131,6 +132,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="bfloat16 autocast (the recipe's): fast on CPUs with AMX or "
                         "AVX512-BF16, emulated and slower elsewhere; --no-bf16 trains in "
                         "float32, with different weights")
+    t.add_argument("--prior-correction", type=float, metavar="TAU",
+                   help="logit adjustment: TAU * log(sampling prior) added to the training "
+                        "logits (the recipe's: 1; 0 = off)")
     t.set_defaults(func=cmd_train)
 
     e = msub.add_parser("eval", help="per-policy precision/recall/F1 on rendered emoji scenes")

@@ -87,6 +87,11 @@ class TrainConfig:
     # EmojiOne 0.03 above the better tower alone (README)
     members: int = 2
     styles: tuple[str, ...] = tuple(STYLE_MIX)  # art styles drawn (a subset of STYLE_MIX)
+    # logit adjustment (Menon et al., 2021): tau * log(sampling prior) added to the training
+    # logits, so the tower does not learn that policy emoji and look-alikes, drawn
+    # focus_weight times as often, are likely. Without it, 41% of benign photographs'
+    # nearest emoji were those 4.7% of the classes; with it 14%, and none flagged (README)
+    prior_correction: float = 1.0
 
 
 # --- data ------------------------------------------------------------------------------
@@ -202,6 +207,13 @@ def class_weights(catalogue: list[ed.Emoji], focus_weight: float) -> NDArray[Any
     return np.asarray(w / w.sum())
 
 
+def sampling_prior(weights: NDArray[Any]) -> NDArray[Any]:
+    """Each class's share of the training targets' mass (a scene's mass of 1 is shared by
+    the classes it shows), the background class last."""
+    prior = np.append(weights * (1 - EMPTY_SCENES), EMPTY_SCENES)
+    return np.asarray(prior / prior.sum())
+
+
 def render_dataset(
     catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int,
     style_dirs: dict[str, Path],
@@ -267,6 +279,7 @@ def train(
         catalogue = catalogue[:cfg.class_limit]
     proto = torch.from_numpy(prototypes(catalogue, embed_texts))
     weights = class_weights(catalogue, cfg.focus_weight)
+    log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float()
     seqs = [s for e in catalogue for s in (e.char, *e.variants)]
     style_dirs = {n: es.prepare(es.STYLES[n], seqs) for n in cfg.styles if n != "noto"}
     t_text = time.monotonic()
@@ -302,6 +315,8 @@ def train(
         if cfg.bf16:  # back to float32 and unit length before the loss
             emb = F.normalize(emb.float(), dim=-1)
         logits = logit_scale.exp().clamp(max=100) * emb @ proto.T
+        if cfg.prior_correction:
+            logits = logits + cfg.prior_correction * log_prior
         contrastive = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
         # the softmax alone only ranks prototypes; this pulls the embedding onto them
         # so cosines to free-form policy prompts mean what they mean between texts
@@ -356,12 +371,13 @@ def demo_manifest(logit_scale: float, training: dict[str, object],
 
     return Manifest(
         name="emoji-minilm",
-        version="2.3.0",
+        version="2.4.0",
         description=("LiT-style demo model: small CNNs trained here on emoji scenes in four "
                      "art styles (Noto, Twemoji, OpenMoji, Fluent flat and 3D) and line art, "
                      "half the glyphs mirrored, against frozen all-MiniLM-L6-v2 caption "
-                     "embeddings; embeds each image and its mirror image with each tower "
-                     "and averages"),
+                     "embeddings, the oversampled policy emoji's prior taken out of the "
+                     "training logits; embeds each image and its mirror image with each "
+                     "tower and averages"),
         embedding_dim=384,
         logit_scale=logit_scale,
         image=ImageTowerSpec(

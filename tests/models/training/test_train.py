@@ -9,6 +9,7 @@ from moderation.models.bundle import load_bundle
 from moderation.models.towers import EmojiCNN
 from moderation.models.training import emoji_data as ed
 from moderation.models.training.train import (
+    EMPTY_SCENES,
     IMAGE_SIZE,
     STYLE_MIX,
     WIDTHS,
@@ -17,6 +18,8 @@ from moderation.models.training.train import (
     _restyle,
     class_weights,
     render_dataset,
+    sampling_prior,
+    soft_targets,
     train_bundle,
 )
 
@@ -45,6 +48,22 @@ def test_scenes_show_one_to_three_emoji_or_none_as_the_background_class() -> Non
     assert labels[~background].max() < len(cat)
 
 
+def test_the_sampling_prior_is_what_the_scenes_show() -> None:
+    cat = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())[:40]
+    w = np.ones(len(cat))
+    w[:4] = 6.0  # four oversampled classes, as policy emoji and look-alikes are
+    w /= w.sum()
+    prior = sampling_prior(w)
+    assert prior.shape == (len(cat) + 1,) and np.isclose(prior.sum(), 1.0)
+    assert np.isclose(prior[0] / prior[10], 6.0)
+    _, labels = render_dataset(cat, 1500, seed=2, weights=w, workers=1, style_dirs={})
+    # the soft targets give each scene a mass of 1, shared by the classes it shows
+    mass = soft_targets(labels, len(cat) + 1).numpy().mean(0)
+    np.testing.assert_allclose(mass[-1], EMPTY_SCENES, atol=0.015)
+    np.testing.assert_allclose(mass[:4].sum(), prior[:4].sum(), atol=0.04)
+    np.testing.assert_allclose(mass[4:-1].sum(), prior[4:-1].sum(), atol=0.04)
+
+
 def test_style_augmentations_keep_the_glyph_shape() -> None:
     glyph = ed.NotoRenderer().glyph("🔪")
     assert glyph is not None
@@ -60,11 +79,13 @@ def test_style_augmentations_keep_the_glyph_shape() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("bf16", "members"), [(False, 1), (True, 1), (True, 2)])
+@pytest.mark.parametrize(("bf16", "members", "tau"), [(False, 1, 0.0), (True, 1, 1.0),
+                                                      (True, 2, 1.0)])
 def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool,
-                                                 members: int) -> None:
+                                                 members: int, tau: float) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
-                      workers=1, styles=("noto", "openmoji-line"), bf16=bf16, members=members)
+                      workers=1, styles=("noto", "openmoji-line"), bf16=bf16, members=members,
+                      prior_correction=tau)
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     assert np.isfinite(report["epoch_loss"]).all()  # type: ignore[arg-type]
@@ -93,5 +114,6 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
     assert main(["models", "train", "--out", str(tmp_path), "--epochs", "2"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--no-bf16"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--members", "1"]) == 0
+    assert main(["models", "train", "--out", str(tmp_path), "--prior-correction", "0.5"]) == 0
     assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=False),
-                    TrainConfig(members=1)]
+                    TrainConfig(members=1), TrainConfig(prior_correction=0.5)]
