@@ -13,8 +13,8 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
-    given = {k: getattr(args, k) for k in ("samples", "epochs", "seed", "members", "bf16",
-                                       "prior_correction")}
+    keys = ("samples", "epochs", "seed", "members", "bf16", "prior_correction")
+    given = {k: getattr(args, k) for k in keys}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
     print(json.dumps(report, indent=2))

@@ -89,8 +89,8 @@ class TrainConfig:
     styles: tuple[str, ...] = tuple(STYLE_MIX)  # art styles drawn (a subset of STYLE_MIX)
     # logit adjustment (Menon et al., 2021): tau * log(sampling prior) added to the training
     # logits, so the tower does not learn that policy emoji and look-alikes, drawn
-    # focus_weight times as often, are likely. Without it, 41% of benign photographs'
-    # nearest emoji were those 4.7% of the classes; with it 14%, and none flagged (README)
+    # focus_weight times as often, are likely. Without it, 41% of the development
+    # photographs' nearest emoji were those 4.7% of the classes; with it 14% (README)
     prior_correction: float = 1.0
 
 
