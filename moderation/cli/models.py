@@ -13,7 +13,7 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle
 
-    keys = ("samples", "epochs", "seed", "members", "bf16", "prior_correction")
+    keys = ("samples", "epochs", "seed", "members", "bf16", "prior_correction", "average_from")
     given = {k: getattr(args, k) for k in keys}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     report = train_bundle(Path(args.out), cfg)
@@ -135,6 +135,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     t.add_argument("--prior-correction", type=float, metavar="TAU",
                    help="logit adjustment: TAU * log(sampling prior) added to the training "
                         "logits (the recipe's: 1; 0 = off)")
+    t.add_argument("--average-from", type=float, metavar="FRACTION",
+                   help="serve the mean of the weights after every step from this fraction "
+                        "of the steps on, batch-norm statistics recomputed (0 = the last "
+                        "weights)")
     t.set_defaults(func=cmd_train)
 
     e = msub.add_parser("eval", help="per-policy precision/recall/F1 on rendered emoji scenes")

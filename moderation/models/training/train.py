@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from moderation.core.images import resize_center_crop
 from moderation.models.training import emoji_data as ed
@@ -92,6 +93,10 @@ class TrainConfig:
     # focus_weight times as often, are likely. Without it, 41% of the development
     # photographs' nearest emoji were those 4.7% of the classes; with it 14% (README)
     prior_correction: float = 1.0
+    # dense weight averaging (SWA, Izmailov et al. 2018; SWAD, Cha et al. 2021, for unseen
+    # domains): serve the uniform mean of the weights after every step from this fraction
+    # of the steps on, batch-norm statistics recomputed for the mean; 0 = the last weights
+    average_from: float = 0.0
 
 
 # --- data ------------------------------------------------------------------------------
@@ -260,6 +265,15 @@ def soft_targets(labels: NDArray[Any], n_classes: int) -> torch.Tensor:
     return t
 
 
+def recompute_batch_norm(model: torch.nn.Module, images: NDArray[Any], bf16: bool,
+                         scenes: int = 10_240, batch: int = 256) -> None:
+    """Batch-norm statistics of averaged weights, from the first training scenes: the
+    running statistics collected during training belong to other weights."""
+    batches = (to_batch(images[i:i + batch]) for i in range(0, min(scenes, len(images)), batch))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        update_bn(batches, model)
+
+
 def train(
     out_dir: Path,
     cfg: TrainConfig,
@@ -304,6 +318,7 @@ def train(
     total = steps_per_epoch * cfg.epochs
     gen = torch.Generator().manual_seed(cfg.seed)
     step, history = 0, []
+    averaged: AveragedModel | None = None
     for t in towers:
         t.train()
 
@@ -341,11 +356,18 @@ def train(
             opt.step()
             running += loss.item()
             step += 1
+            if cfg.average_from and step > cfg.average_from * total:
+                if averaged is None:
+                    averaged = AveragedModel(model)
+                averaged.update_parameters(model)
             if progress and step % 50 == 0:
                 log.info("epoch=%d step=%d/%d loss=%.3f scale=%.1f elapsed=%.0fs", epoch, step,
                          total, running / (b + 1), float(logit_scale.detach().exp()),
                          time.monotonic() - t0)
         history.append(round(running / steps_per_epoch, 4))
+    if averaged is not None:
+        model = averaged.module
+        recompute_batch_norm(model, images, cfg.bf16)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}

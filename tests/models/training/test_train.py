@@ -17,9 +17,11 @@ from moderation.models.training.train import (
     _outline,
     _restyle,
     class_weights,
+    recompute_batch_norm,
     render_dataset,
     sampling_prior,
     soft_targets,
+    to_batch,
     train_bundle,
 )
 
@@ -78,14 +80,29 @@ def test_style_augmentations_keep_the_glyph_shape() -> None:
     assert len(np.unique(np.asarray(line.convert("RGB")).reshape(-1, 3), axis=0)) == 1
 
 
+def test_batch_norm_statistics_are_recomputed_from_the_given_scenes() -> None:
+    import torch
+
+    tower = EmojiCNN(384, WIDTHS)
+    bn = tower.features[0][1]
+    bn.running_mean.fill_(5.0)  # statistics of other weights, as an average's would be
+    images = np.random.default_rng(0).integers(0, 256, (40, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                               dtype=np.uint8)
+    recompute_batch_norm(tower, images, bf16=False, scenes=32, batch=16)
+    with torch.no_grad():  # what the first batch-norm sees: the first conv's output
+        first = tower.features[0][0](to_batch(images[:32])).float()
+    np.testing.assert_allclose(bn.running_mean.numpy(), first.mean((0, 2, 3)).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("bf16", "members", "tau"), [(False, 1, 0.0), (True, 1, 1.0),
-                                                      (True, 2, 1.0)])
-def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool,
-                                                 members: int, tau: float) -> None:
+@pytest.mark.parametrize(("bf16", "members", "tau", "average_from"),
+                         [(False, 1, 0.0, 0.0), (True, 1, 1.0, 0.0), (True, 2, 1.0, 0.5)])
+def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool, members: int,
+                                                 tau: float, average_from: float) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
                       workers=1, styles=("noto", "openmoji-line"), bf16=bf16, members=members,
-                      prior_correction=tau)
+                      prior_correction=tau, average_from=average_from)
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     assert np.isfinite(report["epoch_loss"]).all()  # type: ignore[arg-type]
@@ -115,5 +132,7 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
     assert main(["models", "train", "--out", str(tmp_path), "--no-bf16"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--members", "1"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--prior-correction", "0.5"]) == 0
+    assert main(["models", "train", "--out", str(tmp_path), "--average-from", "0.75"]) == 0
     assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=False),
-                    TrainConfig(members=1), TrainConfig(prior_correction=0.5)]
+                    TrainConfig(members=1), TrainConfig(prior_correction=0.5),
+                    TrainConfig(average_from=0.75)]
