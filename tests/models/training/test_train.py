@@ -1,5 +1,6 @@
 """A tiny smoke run of the real training code (the committed weights are never retrained)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,15 @@ def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool, mem
     emb = bundle.embed_images([Image.new("RGB", (100, 80), (200, 10, 10))])
     assert emb.shape == (1, 384)
     np.testing.assert_allclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+    if average_from:  # the same run's last weights are not what was written
+        from safetensors.numpy import load_file
+
+        train_bundle(tmp_path / "last", replace(cfg, average_from=0.0))
+        averaged, last = (load_file(d / "image.safetensors") for d in (tmp_path,
+                                                                      tmp_path / "last"))
+        assert averaged.keys() == last.keys()
+        assert not np.array_equal(averaged["members.0.proj.weight"],
+                                  last["members.0.proj.weight"])
 
 
 def test_the_train_command_runs_the_recipe_unless_told_otherwise(
