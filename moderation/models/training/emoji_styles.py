@@ -165,10 +165,12 @@ def prepare(style: ArtStyle, wanted: Iterable[str], cache: Path = DEFAULT_CACHE,
 
 
 class PngDirRenderer:
-    """Glyphs from a directory of PNGs named by code points (any case, FE0F or not)."""
+    """Glyphs from a directory of PNGs (or WebPs: a training pack's) named by code points
+    (any case, FE0F or not)."""
 
     def __init__(self, png_dir: Path) -> None:
-        self._files = {file_key(p.stem): p for p in png_dir.glob("*.png")}
+        self._files = {file_key(p.stem): p for ext in ("png", "webp")
+                       for p in png_dir.glob(f"*.{ext}")}
         self._cache: dict[str, Image.Image | None] = {}
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -97,6 +97,18 @@ class TrainConfig:
     # domains): serve the uniform mean of the weights after every step from this fraction
     # of the steps on, batch-norm statistics recomputed for the mean; 0 = the last weights
     average_from: float = 0.0
+    # "cpu" (the recipe) or a CUDA device: the same loop, the scenes held on the device
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the catalogue and the glyphs come from: Debian's CLDR and Noto files plus the
+    npm cache (``local_sources``), or a training pack on a machine without them
+    (``train_pack``). ``style_dirs`` may hold ``noto``, drawn glyphs instead of the font."""
+
+    catalogue: list[ed.Emoji]
+    style_dirs: dict[str, Path]
 
 
 # --- data ------------------------------------------------------------------------------
@@ -105,7 +117,8 @@ _worker_state: dict[str, object] = {}
 
 
 def _init_worker(chars: list[list[str]], style_dirs: dict[str, Path]) -> None:
-    renderers: dict[str, ed.GlyphSource] = {"noto": ed.NotoRenderer()}
+    renderers: dict[str, ed.GlyphSource] = {} if "noto" in style_dirs else {
+        "noto": ed.NotoRenderer()}
     renderers.update({n: es.PngDirRenderer(d) for n, d in style_dirs.items()})
     _worker_state["renderers"] = renderers
     _worker_state["chars"] = chars
@@ -251,9 +264,12 @@ def prototypes(catalogue: list[ed.Emoji], embed_texts: TextEmbedder) -> NDArray[
     return np.asarray(proto / np.linalg.norm(proto, axis=1, keepdims=True))
 
 
-def to_batch(images: NDArray[Any]) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+def to_batch(images: NDArray[Any] | torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` scenes (numpy, or a tensor on any device) -> model input."""
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+    x = t.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -266,12 +282,26 @@ def soft_targets(labels: NDArray[Any], n_classes: int) -> torch.Tensor:
 
 
 def recompute_batch_norm(model: torch.nn.Module, images: NDArray[Any], bf16: bool,
-                         scenes: int = 10_240, batch: int = 256) -> None:
+                         scenes: int = 10_240, batch: int = 256,
+                         device: torch.device | None = None) -> None:
     """Batch-norm statistics of averaged weights, from the first training scenes: the
     running statistics collected during training belong to other weights."""
-    batches = (to_batch(images[i:i + batch]) for i in range(0, min(scenes, len(images)), batch))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    dev = device or torch.device("cpu")
+    batches = (to_batch(images[i:i + batch]).to(dev)
+               for i in range(0, min(scenes, len(images)), batch))
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         update_bn(batches, model)
+
+
+def local_sources(cfg: TrainConfig) -> Sources:
+    """The catalogue from Debian's CLDR files (classes Noto draws as one glyph) and the
+    configured npm styles, fetched and rasterised into the cache."""
+    catalogue = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())
+    if cfg.class_limit:
+        catalogue = catalogue[:cfg.class_limit]
+    seqs = [s for e in catalogue for s in (e.char, *e.variants)]
+    return Sources(catalogue,
+                   {n: es.prepare(es.STYLES[n], seqs) for n in cfg.styles if n != "noto"})
 
 
 def train(
@@ -279,6 +309,7 @@ def train(
     cfg: TrainConfig,
     embed_texts: TextEmbedder,
     progress: bool = True,
+    sources: Sources | None = None,
 ) -> dict[str, object]:
     """Render, train and write the image tower weights plus a training report to out_dir."""
     from safetensors.torch import save_file
@@ -288,14 +319,12 @@ def train(
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    catalogue = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())
-    if cfg.class_limit:
-        catalogue = catalogue[:cfg.class_limit]
-    proto = torch.from_numpy(prototypes(catalogue, embed_texts))
+    dev = torch.device(cfg.device)
+    src = sources or local_sources(cfg)
+    catalogue, style_dirs = src.catalogue, src.style_dirs
+    proto = torch.from_numpy(prototypes(catalogue, embed_texts)).to(dev)
     weights = class_weights(catalogue, cfg.focus_weight)
-    log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float()
-    seqs = [s for e in catalogue for s in (e.char, *e.variants)]
-    style_dirs = {n: es.prepare(es.STYLES[n], seqs) for n in cfg.styles if n != "noto"}
+    log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float().to(dev)
     t_text = time.monotonic()
     images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers,
                                     style_dirs)
@@ -310,8 +339,10 @@ def train(
         model = EmojiCNN(proto.shape[1], WIDTHS)
         towers = [model]
     for t in towers:
-        t.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        t.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=dev))
+    # on a GPU the scenes live there too, so a batch is an index, not a copy
+    on_device = torch.from_numpy(images).to(dev) if dev.type != "cpu" else None
     params = [*(p for t in towers for p in t.parameters()), logit_scale]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(images) // cfg.batch_size
@@ -323,9 +354,12 @@ def train(
         t.train()
 
     def tower_loss(tower: EmojiCNN, idx: NDArray[Any]) -> torch.Tensor:
-        x = to_batch(images[idx])
-        target = soft_targets(labels[idx], len(proto))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        if on_device is None:
+            x = to_batch(images[idx])
+        else:
+            x = to_batch(on_device[torch.from_numpy(idx).to(dev)])
+        target = soft_targets(labels[idx], len(proto)).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             emb: torch.Tensor = tower(x)
         if cfg.bf16:  # back to float32 and unit length before the loss
             emb = F.normalize(emb.float(), dim=-1)
@@ -367,10 +401,10 @@ def train(
         history.append(round(running / steps_per_epoch, 4))
     if averaged is not None:
         model = averaged.module
-        recompute_batch_norm(model, images, cfg.bf16)
+        recompute_batch_norm(model, images, cfg.bf16, device=dev)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "image.safetensors"))
     report = {
         "config": asdict(cfg),
@@ -387,13 +421,16 @@ def train(
     return report
 
 
+VERSION = "2.4.0"  # of the bundle make train writes
+
+
 def demo_manifest(logit_scale: float, training: dict[str, object],
-                  members: int = 1) -> Manifest:
+                  members: int = 1, version: str = VERSION) -> Manifest:
     from moderation.models.bundle import ImageTowerSpec, Manifest, PreprocessSpec, TextTowerSpec
 
     return Manifest(
         name="emoji-minilm",
-        version="2.4.0",
+        version=version,
         description=("LiT-style demo model: small CNNs trained here on emoji scenes in four "
                      "art styles (Noto, Twemoji, OpenMoji, Fluent flat and 3D) and line art, "
                      "half the glyphs mirrored, against frozen all-MiniLM-L6-v2 caption "
@@ -416,13 +453,60 @@ def demo_manifest(logit_scale: float, training: dict[str, object],
     )
 
 
-def train_bundle(out_dir: Path, cfg: TrainConfig) -> dict[str, object]:
-    """Train the demo image tower and write a complete bundle to ``out_dir``."""
+def train_bundle(out_dir: Path, cfg: TrainConfig, sources: Sources | None = None,
+                 embed_texts: TextEmbedder | None = None) -> dict[str, object]:
+    """Train the demo image tower and write a complete bundle to ``out_dir``; the caption
+    embeddings come from the bundle's text tower unless ``embed_texts`` is given."""
     from moderation.models.bundle import Bundle, write_manifest
 
-    text_only = Bundle(out_dir, demo_manifest(1.0, {}))
-    report = train(out_dir, cfg, text_only.embed_texts)
+    if embed_texts is None:
+        embed_texts = Bundle(out_dir, demo_manifest(1.0, {})).embed_texts
+    report = train(out_dir, cfg, embed_texts, sources=sources)
     summary = {k: report[k] for k in ("config", "classes", "epoch_loss", "seconds")}
     write_manifest(out_dir, demo_manifest(float(report["logit_scale"]), summary,  # type: ignore[arg-type]
                                           cfg.members))
     return report
+
+
+def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
+    """One bundle serving every tower of ``parts`` (bundles of this recipe, each trained on
+    its own seed) as the mean of their embeddings; each part's training summary is kept."""
+    from safetensors.torch import load_file, save_file
+
+    from moderation.models.bundle import load_bundle, write_manifest
+
+    state: dict[str, torch.Tensor] = {}
+    summaries: list[dict[str, Any]] = []
+    scales: list[float] = []
+    offset = 0  # towers taken from the parts before this one
+    for part in parts:
+        bundle = load_bundle(part)
+        members = int(bundle.manifest.image.params.get("members", 1))
+        for k, v in load_file(str(part / "image.safetensors")).items():
+            # a one-tower bundle's keys have no "members.<i>." prefix
+            i, rest = (int(k.split(".")[1]), k.split(".", 2)[2]) if members > 1 else (0, k)
+            state[f"members.{offset + i}.{rest}"] = v
+        offset += members
+        summaries.append({**bundle.manifest.training, "members": members})
+        scales.append(bundle.manifest.logit_scale)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out_dir / "image.safetensors"))
+    seeds = ".".join(str(s["config"]["seed"]) for s in summaries)
+    write_manifest(out_dir, demo_manifest(float(np.mean(scales)), {"runs": summaries}, offset,
+                                          f"{VERSION}+seeds.{seeds}"))
+
+
+def train_ensemble(out_dir: Path, cfg: TrainConfig, seeds: Sequence[int],
+                   sources: Sources | None = None,
+                   embed_texts: TextEmbedder | None = None) -> dict[str, object]:
+    """The recipe once per seed (each its own scenes and towers), merged into one bundle
+    in ``out_dir``; the per-seed bundles are removed once merged."""
+    import shutil
+
+    parts = [out_dir / f"seed-{s}" for s in seeds]
+    reports = [train_bundle(p, replace(cfg, seed=s), sources, embed_texts)
+               for p, s in zip(parts, seeds, strict=True)]
+    merge_bundles(out_dir, parts)
+    for p in parts:
+        shutil.rmtree(p)
+    return {"runs": reports}

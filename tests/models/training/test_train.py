@@ -137,6 +137,11 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
     seen: list[TrainConfig] = []
     monkeypatch.setattr(train_module, "train_bundle",
                         lambda out, cfg: seen.append(cfg) or {"out": str(out)})
+    ensembles: list[tuple[TrainConfig, list[int]]] = []
+    monkeypatch.setattr(train_module, "train_ensemble",
+                        lambda out, cfg, seeds: ensembles.append((cfg, seeds)) or {})
+    assert main(["models", "train", "--out", str(tmp_path), "--seeds", "0,1"]) == 0
+    assert ensembles == [(TrainConfig(), [0, 1])]
     assert main(["models", "train", "--out", str(tmp_path)]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--epochs", "2"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--no-bf16"]) == 0
@@ -146,3 +151,49 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
     assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=False),
                     TrainConfig(members=1), TrainConfig(prior_correction=0.5),
                     TrainConfig(average_from=0.75)]
+
+
+def _random_bundle(path: Path, members: int, seed: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from moderation.models.bundle import write_manifest
+    from moderation.models.towers import EmojiCNNEnsemble
+    from moderation.models.training.train import demo_manifest
+
+    torch.manual_seed(seed)
+    model = EmojiCNNEnsemble(members, 384, WIDTHS) if members > 1 else EmojiCNN(384, WIDTHS)
+    path.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(path / "image.safetensors"))
+    write_manifest(path, demo_manifest(10.0 + seed, {"config": {"seed": seed}}, members))
+
+
+def test_merged_bundles_serve_every_tower_of_every_part(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from moderation.models.training.train import merge_bundles
+
+    _random_bundle(tmp_path / "a", 2, 0)
+    _random_bundle(tmp_path / "b", 1, 1)
+    merge_bundles(tmp_path / "m", [tmp_path / "a", tmp_path / "b"])
+    merged = load_bundle(tmp_path / "m")
+    assert merged.manifest.image.params["members"] == 3
+    assert merged.manifest.version.endswith("+seeds.0.1")
+    assert [r["config"]["seed"] for r in merged.manifest.training["runs"]] == [0, 1]
+    w, a, b = (load_file(tmp_path / d / "image.safetensors") for d in ("m", "a", "b"))
+    np.testing.assert_array_equal(w["members.1.proj.weight"], a["members.1.proj.weight"])
+    np.testing.assert_array_equal(w["members.2.proj.weight"], b["proj.weight"])
+    assert len(w) == len(a) + len(b)
+    from PIL import Image
+
+    emb = merged.embed_images([Image.new("RGB", (60, 60), (0, 90, 200))])
+    np.testing.assert_allclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+
+
+def test_a_batch_from_a_tensor_is_the_batch_from_numpy() -> None:
+    import torch
+
+    scenes = np.random.default_rng(0).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    np.testing.assert_array_equal(to_batch(torch.from_numpy(scenes)).numpy(),
+                                  to_batch(scenes).numpy())
