@@ -74,19 +74,30 @@ def pack(python: str = PYTHON) -> dict[str, object]:
             subprocess.run(["strip", "--strip-unneeded", *map(str, binaries)], check=True)
         with tarfile.open(PACK / "tritonserver.tar.xz", "w:xz", preset=6) as tar:
             tar.add(home, arcname="tritonserver")
-    wheels = PACK / "wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
+    manifest = {"python": python, "wheels": download_wheels(PACK / "wheels", WHEELS, python)}
+    (PACK / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return {**manifest, "bytes": folder_bytes(PACK)}
+
+
+def download_wheels(dest: Path, specs: list[str], python: str = PYTHON) -> list[str]:
+    """Binary wheels of ``specs`` for the GPU machine's Python into ``dest`` (emptied)."""
+    shutil.rmtree(dest, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                     "--only-binary=:all:", "--python-version", python,
                     "--platform", "manylinux_2_28_x86_64", "--platform",
                     "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--platform", "any", "-d", str(wheels), *WHEELS], check=True)
-    manifest = {"python": python, "wheels": sorted(p.name for p in wheels.glob("*.whl"))}
-    (PACK / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return {**manifest, "bytes": _size(PACK)}
+                    "--platform", "any", "-d", str(dest), *specs], check=True)
+    return sorted(p.name for p in dest.glob("*.whl"))
 
 
-def _size(path: Path) -> int:
+def extract_wheels(wheels: Path, site: Path) -> None:
+    """Install wheels without pip: a wheel is a zip of its site-packages files."""
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(site)
+
+
+def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -125,7 +136,7 @@ def check() -> dict[str, object]:
         if not (REPO / need).exists():
             problems.append(f"{need} missing")
     tree = tree_bytes()
-    carried = _size(PACK) if PACK.exists() else 0
+    carried = folder_bytes(PACK) if PACK.exists() else 0
     if tree + carried > CARRY_LIMIT:
         problems.append(f"tree {tree} + pack {carried} bytes > {CARRY_LIMIT}")
     return {"ok": not problems, "problems": problems, "tree_bytes": tree,
@@ -144,9 +155,7 @@ def unpack(dest: Path) -> None:
     shutil.copy2(home / "python_backend_stubs" / py / "triton_python_backend_stub",
                  home / "backends" / "python")
     site = dest / "site"
-    for wheel in sorted((PACK / "wheels").glob("*.whl")):
-        with zipfile.ZipFile(wheel) as zf:  # a wheel is a zip of its site-packages files
-            zf.extractall(site)
+    extract_wheels(PACK / "wheels", site)
     print(f"unpacked: {home} (server), {site} (wheels)")
 
 
