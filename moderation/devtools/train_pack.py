@@ -66,10 +66,14 @@ def _glyph_files(style_dir: Path, wanted: set[str]) -> list[Path]:
 def pack(out: Path = PACK, styles: tuple[str, ...] | None = None, class_limit: int = 0,
          wheels: bool = True) -> dict[str, object]:
     """Write the pack: catalogue, caption embeddings, every style's glyphs, wheels."""
+    import shutil
+
     import numpy as np
+    from PIL import Image
 
     from moderation.models.bundle import Bundle
     from moderation.models.training import emoji_data as ed
+    from moderation.models.training.emoji_styles import key
     from moderation.models.training.train import (
         BACKGROUND_CAPTIONS,
         TrainConfig,
@@ -89,10 +93,7 @@ def pack(out: Path = PACK, styles: tuple[str, ...] | None = None, class_limit: i
     emb = Bundle(out, demo_manifest(1.0, {})).embed_texts(captions)
     (out / "captions.json").write_text(json.dumps(captions, ensure_ascii=False))
     np.save(out / "captions.npy", np.asarray(emb, np.float32))
-    from PIL import Image
-
-    from moderation.models.training.emoji_styles import key
-
+    shutil.rmtree(out / "glyphs", ignore_errors=True)  # an earlier pack's may be more
     seqs = [s for e in src.catalogue for s in (e.char, *e.variants)]
     noto = ed.NotoRenderer()
     (out / "glyphs" / "noto").mkdir(parents=True, exist_ok=True)

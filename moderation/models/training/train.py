@@ -322,12 +322,14 @@ def train(
     dev = torch.device(cfg.device)
     src = sources or local_sources(cfg)
     catalogue, style_dirs = src.catalogue, src.style_dirs
-    proto = torch.from_numpy(prototypes(catalogue, embed_texts)).to(dev)
+    proto = torch.from_numpy(prototypes(catalogue, embed_texts))
     weights = class_weights(catalogue, cfg.focus_weight)
-    log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float().to(dev)
+    log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float()
     t_text = time.monotonic()
     images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers,
                                     style_dirs)
+    # to the device after the rendering processes are forked: they never touch it
+    proto, log_prior = proto.to(dev), log_prior.to(dev)
     t_render = time.monotonic()
     log.info("rendered samples=%d seconds=%.0f", len(images), t_render - t_text)
 
