@@ -320,6 +320,8 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # every batch has one shape: let cuDNN pick its fastest kernels
+        torch.backends.cudnn.benchmark = True
     src = sources or local_sources(cfg)
     catalogue, style_dirs = src.catalogue, src.style_dirs
     proto = torch.from_numpy(prototypes(catalogue, embed_texts))
