@@ -135,13 +135,19 @@ def check() -> dict[str, object]:
                  "moderation/serving/gpu_images.py", "moderation/devtools/gpu_bench.py"):
         if not (REPO / need).exists():
             problems.append(f"{need} missing")
+    return {**carry_report(PACK, problems), "python": manifest.get("python")}
+
+
+def carry_report(pack_dir: Path, problems: list[str]) -> dict[str, object]:
+    """The dry run's verdict: ``problems`` found so far, plus whether the tree and the pack
+    fit what may travel."""
     tree = tree_bytes()
-    carried = folder_bytes(PACK) if PACK.exists() else 0
+    carried = folder_bytes(pack_dir) if pack_dir.exists() else 0
     if tree + carried > CARRY_LIMIT:
-        problems.append(f"tree {tree} + pack {carried} bytes > {CARRY_LIMIT}")
+        problems = [*problems, f"tree {tree} + pack {carried} bytes > {CARRY_LIMIT}"]
     return {"ok": not problems, "problems": problems, "tree_bytes": tree,
             "pack_bytes": carried, "total_mib": round((tree + carried) / 2**20, 1),
-            "limit_mib": CARRY_LIMIT // 2**20, "python": manifest.get("python")}
+            "limit_mib": CARRY_LIMIT // 2**20}
 
 
 def unpack(dest: Path) -> None:

@@ -28,14 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moderation.devtools.gpu_pack import (
-    CARRY_LIMIT,
-    PYTHON,
-    REPO,
-    extract_wheels,
-    folder_bytes,
-    tree_bytes,
-)
+from moderation.devtools.gpu_pack import PYTHON, REPO, carry_report, extract_wheels, folder_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -145,13 +138,7 @@ def check(pack_dir: Path = PACK) -> dict[str, object]:
         for need in ("catalogue.json", "captions.json", "captions.npy"):
             if not (pack_dir / need).exists():
                 problems.append(f"{need} missing")
-    tree = tree_bytes()
-    carried = folder_bytes(pack_dir) if pack_dir.exists() else 0
-    if tree + carried > CARRY_LIMIT:
-        problems.append(f"tree {tree} + pack {carried} bytes > {CARRY_LIMIT}")
-    return {"ok": not problems, "problems": problems, "tree_bytes": tree,
-            "pack_bytes": carried, "total_mib": round((tree + carried) / 2**20, 1),
-            "limit_mib": CARRY_LIMIT // 2**20}
+    return carry_report(pack_dir, problems)
 
 
 def sources(pack_dir: Path, cfg: TrainConfig) -> tuple[Sources, Any]:
