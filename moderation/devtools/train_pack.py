@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from moderation.models.training.train import Sources, TrainConfig
 
 PACK = REPO / ".gpu-train"
-# imported by the training entry point and absent on the GPU machine (FACTS: it has torch,
-# torchvision, transformers, hence numpy, Pillow and safetensors)
+# imported by the training entry point beyond what the GPU machine has (FACTS: torch,
+# torchvision, transformers, hence numpy and Pillow); safetensors too, should it lack it
 WHEEL_NAMES = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection",
                "typing-extensions", "safetensors")
 LOSSY = {"fluent-3d": 90}  # style -> WebP quality; every other style is lossless
