@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 from moderation.devtools.gpu_pack import PYTHON, REPO, carry_report, extract_wheels, folder_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
     from numpy.typing import NDArray
 
-    from moderation.models.training.train import Sources, TrainConfig
+    from moderation.models.training.train import Sources, TextEmbedder, TrainConfig
 
 PACK = REPO / ".gpu-train"
 # imported by the training entry point beyond what the GPU machine has (FACTS: torch,
@@ -141,7 +143,7 @@ def check(pack_dir: Path = PACK) -> dict[str, object]:
     return carry_report(pack_dir, problems)
 
 
-def sources(pack_dir: Path, cfg: TrainConfig) -> tuple[Sources, Any]:
+def sources(pack_dir: Path, cfg: TrainConfig) -> tuple[Sources, TextEmbedder]:
     """The pack as training's ``Sources`` (the configured styles plus Noto) and a text
     embedder that looks the captions up."""
     import numpy as np
@@ -161,7 +163,7 @@ def sources(pack_dir: Path, cfg: TrainConfig) -> tuple[Sources, Any]:
     rows = {c: i for i, c in enumerate(json.loads((pack_dir / "captions.json").read_text()))}
     emb = np.load(pack_dir / "captions.npy")
 
-    def embed_texts(texts: list[str]) -> NDArray[np.float32]:
+    def embed_texts(texts: Sequence[str]) -> NDArray[np.float32]:
         return np.asarray(emb[[rows[t] for t in texts]])
 
     return Sources(catalogue, style_dirs), embed_texts

@@ -477,22 +477,22 @@ def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
     its own seed) as the mean of their embeddings; each part's training summary is kept."""
     from safetensors.torch import load_file, save_file
 
-    from moderation.models.bundle import load_bundle, write_manifest
+    from moderation.models.bundle import read_manifest, write_manifest
 
     state: dict[str, torch.Tensor] = {}
     summaries: list[dict[str, Any]] = []
     scales: list[float] = []
     offset = 0  # towers taken from the parts before this one
     for part in parts:
-        bundle = load_bundle(part)
-        members = int(bundle.manifest.image.params.get("members", 1))
+        manifest = read_manifest(part)
+        members = int(manifest.image.params.get("members", 1))
         for k, v in load_file(str(part / "image.safetensors")).items():
             # a one-tower bundle's keys have no "members.<i>." prefix
             i, rest = (int(k.split(".")[1]), k.split(".", 2)[2]) if members > 1 else (0, k)
             state[f"members.{offset + i}.{rest}"] = v
         offset += members
-        summaries.append({**bundle.manifest.training, "members": members})
-        scales.append(bundle.manifest.logit_scale)
+        summaries.append({**manifest.training, "members": members})
+        scales.append(manifest.logit_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out_dir / "image.safetensors"))
     seeds = ".".join(str(s["config"]["seed"]) for s in summaries)
@@ -507,6 +507,7 @@ def train_ensemble(out_dir: Path, cfg: TrainConfig, seeds: Sequence[int],
     in ``out_dir``; the per-seed bundles are removed once merged."""
     import shutil
 
+    sources = sources or local_sources(cfg)  # one catalogue and style cache for every seed
     parts = [out_dir / f"seed-{s}" for s in seeds]
     reports = [train_bundle(p, replace(cfg, seed=s), sources, embed_texts)
                for p, s in zip(parts, seeds, strict=True)]
