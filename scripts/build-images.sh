@@ -40,8 +40,16 @@ fi
 for target in "${targets[@]}"; do
   image="localhost/moderation-$target:$version"
   start=$(date +%s)
+  before=$(buildah images --quiet --no-trunc "$image" 2>/dev/null | head -1 || true)
   buildah bud "${args[@]}" --target "$target" --tag "$image" . > "build-$target.log" 2>&1 \
     || { tail -40 "build-$target.log"; echo "building $target failed (log: build-$target.log)"; exit 1; }
+  # The tag moved: drop the image it named and its untagged parents, layers this build no
+  # longer uses (a few GB per rebuild after a source change), keeping the cache it did use.
+  after=$(buildah images --quiet --no-trunc "$image" | head -1)
+  if [ -n "$before" ] && [ "$before" != "$after" ]; then
+    buildah rmi "$before" >/dev/null 2>&1 && echo "removed the image $image named before" \
+      || echo "kept the image $image named before (${before:7:12}: in use)"
+  fi
   size=$(buildah images --format '{{.Size}}' "$image" | head -1)
   echo "built $image in $(( $(date +%s) - start )) s: $size (log: build-$target.log)"
 done
