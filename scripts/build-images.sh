@@ -37,19 +37,28 @@ fi
 if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
   args+=(--volume "$PIP_FIND_LINKS:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels)
 fi
+# The build stage behind each image is tagged too (localhost/moderation-<stage>), so that a
+# rebuild can tell the layers it replaced: when a tag moves, the image it named goes with its
+# untagged parents (a few GB per rebuild after a source change), and the cache used stays.
+build_stage() { case $1 in worker) echo worker-build ;; triton-cpu) echo triton-build ;; esac; }
+image_id() { buildah images --quiet --no-trunc "$1" 2>/dev/null | head -1 || true; }
+tag_stage() {  # tag_stage STAGE IMAGE LOG: build STAGE as IMAGE, drop what IMAGE named before
+  local before
+  before=$(image_id "$2")
+  buildah bud "${args[@]}" --target "$1" --tag "$2" . >> "$3" 2>&1 || return 1
+  if [ -n "$before" ] && [ "$before" != "$(image_id "$2")" ]; then
+    buildah rmi "$before" >/dev/null 2>&1 || echo "kept the image $2 named before: in use"
+  fi
+}
 for target in "${targets[@]}"; do
   image="localhost/moderation-$target:$version"
+  stage=$(build_stage "$target")
+  log="build-$target.log"
+  : > "$log"
   start=$(date +%s)
-  before=$(buildah images --quiet --no-trunc "$image" 2>/dev/null | head -1 || true)
-  buildah bud "${args[@]}" --target "$target" --tag "$image" . > "build-$target.log" 2>&1 \
-    || { tail -40 "build-$target.log"; echo "building $target failed (log: build-$target.log)"; exit 1; }
-  # The tag moved: drop the image it named and its untagged parents, layers this build no
-  # longer uses (a few GB per rebuild after a source change), keeping the cache it did use.
-  after=$(buildah images --quiet --no-trunc "$image" | head -1)
-  if [ -n "$before" ] && [ "$before" != "$after" ]; then
-    buildah rmi "$before" >/dev/null 2>&1 && echo "removed the image $image named before" \
-      || echo "kept the image $image named before (${before:7:12}: in use)"
-  fi
+  { tag_stage "$target" "$image" "$log" \
+      && { [ -z "$stage" ] || tag_stage "$stage" "localhost/moderation-$stage:$version" "$log"; }; } \
+    || { tail -40 "$log"; echo "building $target failed (log: $log)"; exit 1; }
   size=$(buildah images --format '{{.Size}}' "$image" | head -1)
-  echo "built $image in $(( $(date +%s) - start )) s: $size (log: build-$target.log)"
+  echo "built $image in $(( $(date +%s) - start )) s: $size (log: $log)"
 done
