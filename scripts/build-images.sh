@@ -50,15 +50,17 @@ tag_stage() {  # tag_stage STAGE IMAGE LOG: build STAGE as IMAGE, drop what IMAG
     buildah rmi "$before" >/dev/null 2>&1 || echo "kept the image $2 named before: in use"
   fi
 }
+failed() { tail -40 "$1"; echo "building $2 failed (log: $1)"; exit 1; }
 for target in "${targets[@]}"; do
   image="localhost/moderation-$target:$version"
   stage=$(build_stage "$target")
   log="build-$target.log"
   : > "$log"
   start=$(date +%s)
-  { tag_stage "$target" "$image" "$log" \
-      && { [ -z "$stage" ] || tag_stage "$stage" "localhost/moderation-$stage:$version" "$log"; }; } \
-    || { tail -40 "$log"; echo "building $target failed (log: $log)"; exit 1; }
+  tag_stage "$target" "$image" "$log" || failed "$log" "$target"
+  if [ -n "$stage" ]; then
+    tag_stage "$stage" "localhost/moderation-$stage:$version" "$log" || failed "$log" "$stage"
+  fi
   size=$(buildah images --format '{{.Size}}' "$image" | head -1)
   echo "built $image in $(( $(date +%s) - start )) s: $size (log: $log)"
 done
