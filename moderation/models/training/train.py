@@ -474,11 +474,15 @@ def train_bundle(out_dir: Path, cfg: TrainConfig, sources: Sources | None = None
 
 def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
     """One bundle serving every tower of ``parts`` (bundles of this recipe, each trained on
-    its own seed) as the mean of their embeddings; each part's training summary is kept."""
+    its own seed) as the mean of their embeddings; each part's training summary is kept,
+    and its full report (``training.json``) where every part has one."""
     from safetensors.torch import load_file, save_file
 
     from moderation.models.bundle import read_manifest, write_manifest
 
+    reports = [p / "training.json" for p in parts]
+    full = ([json.loads(r.read_text()) for r in reports]
+            if all(r.is_file() for r in reports) else None)
     state: dict[str, torch.Tensor] = {}
     summaries: list[dict[str, Any]] = []
     scales: list[float] = []
@@ -498,6 +502,11 @@ def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
     seeds = ".".join(str(s["config"]["seed"]) for s in summaries)
     write_manifest(out_dir, demo_manifest(float(np.mean(scales)), {"runs": summaries}, offset,
                                           f"{VERSION}+seeds.{seeds}"))
+    report = out_dir / "training.json"
+    if full is None:
+        report.unlink(missing_ok=True)  # a report left by an earlier bundle would mislead
+    else:
+        report.write_text(json.dumps({"runs": full}, indent=2) + "\n")
 
 
 def train_ensemble(out_dir: Path, cfg: TrainConfig, seeds: Sequence[int],

@@ -1,5 +1,6 @@
 """A tiny smoke run of the real training code (the committed weights are never retrained)."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -176,7 +177,10 @@ def test_merged_bundles_serve_every_tower_of_every_part(tmp_path: Path) -> None:
 
     _random_bundle(tmp_path / "a", 2, 0)
     _random_bundle(tmp_path / "b", 1, 1)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "training.json").write_text('{"config": {"seed": 7}}')  # stale
     merge_bundles(tmp_path / "m", [tmp_path / "a", tmp_path / "b"])
+    assert not (tmp_path / "m" / "training.json").exists()  # the parts had no reports
     merged = load_bundle(tmp_path / "m")
     assert merged.manifest.image.params["members"] == 3
     assert merged.manifest.version.endswith("+seeds.0.1")
@@ -189,6 +193,18 @@ def test_merged_bundles_serve_every_tower_of_every_part(tmp_path: Path) -> None:
 
     emb = merged.embed_images([Image.new("RGB", (60, 60), (0, 90, 200))])
     np.testing.assert_allclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+
+
+def test_a_merge_keeps_every_parts_training_report(tmp_path: Path) -> None:
+    from moderation.models.training.train import merge_bundles
+
+    for name, seed in (("a", 0), ("b", 3)):
+        _random_bundle(tmp_path / name, 1, seed)
+        (tmp_path / name / "training.json").write_text(
+            json.dumps({"config": {"seed": seed}, "torch": "x"}))
+    merge_bundles(tmp_path / "m", [tmp_path / "a", tmp_path / "b"])
+    report = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert [r["config"]["seed"] for r in report["runs"]] == [0, 3]
 
 
 def test_a_batch_from_a_tensor_is_the_batch_from_numpy() -> None:
