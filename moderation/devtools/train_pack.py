@@ -45,8 +45,9 @@ WHEEL_NAMES = ("pydantic", "pydantic-core", "annotated-types", "typing-inspectio
                "typing-extensions", "safetensors")
 LOSSY = {"fluent-3d": 90}  # style -> WebP quality; every other style is lossless
 # the GPU recipe: make train's, once per seed, the runs' four towers served as one bundle
-# (on this CPU two of three such pairs met every target of issue 14, seeds 0 and 1 among
-# them; no two-tower run did: README); the scenes rendered by 16 processes
+# (on this CPU three of five such pairs met every target of issue 14, seeds 0 and 1 once,
+# not when seed 1 was trained again elsewhere; no two-tower run did: README); the scenes
+# rendered by 16 processes
 GPU_RECIPE = {"device": "cuda", "workers": 16, "threads": 16}
 GPU_SEEDS = (0, 1)
 
