@@ -421,8 +421,15 @@ def train(
                     "train": round(time.monotonic() - t_render, 1)},
         "torch": torch.__version__,
     }
-    (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_report(out_dir, report)
     return report
+
+
+REPORT = "training.json"  # a bundle's full training report, beside its manifest
+
+
+def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    (out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
 
 
 VERSION = "2.4.0"  # of the bundle make train writes
@@ -480,7 +487,7 @@ def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
 
     from moderation.models.bundle import read_manifest, write_manifest
 
-    reports = [p / "training.json" for p in parts]
+    reports = [p / REPORT for p in parts]
     full = ([json.loads(r.read_text()) for r in reports]
             if all(r.is_file() for r in reports) else None)
     state: dict[str, torch.Tensor] = {}
@@ -502,11 +509,10 @@ def merge_bundles(out_dir: Path, parts: Sequence[Path]) -> None:
     seeds = ".".join(str(s["config"]["seed"]) for s in summaries)
     write_manifest(out_dir, demo_manifest(float(np.mean(scales)), {"runs": summaries}, offset,
                                           f"{VERSION}+seeds.{seeds}"))
-    report = out_dir / "training.json"
     if full is None:
-        report.unlink(missing_ok=True)  # a report left by an earlier bundle would mislead
+        (out_dir / REPORT).unlink(missing_ok=True)  # an earlier bundle's would mislead
     else:
-        report.write_text(json.dumps({"runs": full}, indent=2) + "\n")
+        _write_report(out_dir, {"runs": full})
 
 
 def train_ensemble(out_dir: Path, cfg: TrainConfig, seeds: Sequence[int],
