@@ -13,7 +13,8 @@ from moderation.config import Settings
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from moderation.models.training.train import TrainConfig, train_bundle, train_ensemble
 
-    keys = ("samples", "epochs", "seed", "members", "bf16", "prior_correction", "average_from")
+    keys = ("samples", "epochs", "seed", "members", "bf16", "prior_correction", "average_from",
+            "twin_weight")
     given = {k: getattr(args, k) for k in keys}
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # else the recipe's
     if args.seeds:
@@ -145,6 +146,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="serve the mean of the weights after every step from this fraction "
                         "of the steps on, batch-norm statistics recomputed (0 = the last "
                         "weights)")
+    t.add_argument("--twin-weight", type=float, metavar="W",
+                   help="train on twin pairs, the same emoji drawn twice, and pull each "
+                        "twin's embedding onto the other's with weight W (0 = off, the "
+                        "recipe's)")
     t.set_defaults(func=cmd_train)
 
     e = msub.add_parser("eval", help="per-policy precision/recall/F1 on rendered emoji scenes")

@@ -97,6 +97,10 @@ class TrainConfig:
     # domains): serve the uniform mean of the weights after every step from this fraction
     # of the steps on, batch-norm statistics recomputed for the mean; 0 = the last weights
     average_from: float = 0.0
+    # > 0: the scenes come as twin pairs, the same emoji drawn twice (art style, layout,
+    # background each its own), and this weighs a pull of each twin's embedding onto the
+    # other's: one background shape moved a demo sample's score by 0.14 (README); 0 = off
+    twin_weight: float = 0.0
     # "cpu" (the recipe) or a CUDA device: the same loop, the scenes held on the device
     device: str = "cpu"
 
@@ -190,8 +194,22 @@ def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.I
     return resize_center_crop(img, IMAGE_SIZE, resample)
 
 
-def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any], NDArray[Any]]:
-    seed, start, stop, weights = args
+def _draw_content(rng: np.random.Generator, mix: NDArray[Any], weights: NDArray[Any],
+                  chars: list[list[str]]) -> tuple[int, list[int], list[str]]:
+    """A scene's art style (an index into ``mix``), classes, and the sequence drawn for
+    each class; no classes: a scene without emoji."""
+    if rng.random() < EMPTY_SCENES:
+        return -1, [], []
+    style = int(rng.choice(len(mix), p=mix / mix.sum()))
+    k = ed.sample_count(rng)
+    classes = [int(c) for c in rng.choice(len(chars), size=k, replace=False, p=weights)]
+    return style, classes, [chars[c][int(rng.integers(0, len(chars[c])))] for c in classes]
+
+
+def _render_chunk(
+    args: tuple[int, int, int, NDArray[Any], bool],
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    seed, start, stop, weights, twins = args
     renderers: dict[str, ed.GlyphSource] = _worker_state["renderers"]  # type: ignore[assignment]
     chars: list[list[str]] = _worker_state["chars"]  # type: ignore[assignment]
     styles = [s for s in STYLE_MIX if s in renderers]
@@ -200,22 +218,27 @@ def _render_chunk(args: tuple[int, int, int, NDArray[Any]]) -> tuple[NDArray[Any
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     labels = np.full((n, MAX_PER_SCENE), -1, np.int32)
     for j, i in enumerate(range(start, stop)):
-        rng = np.random.default_rng([seed, i])
-        if rng.random() < EMPTY_SCENES:
+        if twins and i % 2:
+            # the second of a twin pair: the first's emoji (its draws replayed), drawn anew
+            # in an art style, layout and background of its own
+            _, classes, seqs = _draw_content(np.random.default_rng([seed, i - 1]), mix,
+                                             weights, chars)
+            rng = np.random.default_rng([seed, i, 1])
+            style = int(rng.choice(len(mix), p=mix / mix.sum()))
+        else:
+            rng = np.random.default_rng([seed, i])
+            style, classes, seqs = _draw_content(rng, mix, weights, chars)
+        if not classes:
             images[j] = np.asarray(render_scene(rng, []))
             labels[j, 0] = len(chars)  # the background class
             continue
-        style = renderers[styles[int(rng.choice(len(styles), p=mix / mix.sum()))]]
-        k = ed.sample_count(rng)
-        classes = rng.choice(len(chars), size=k, replace=False, p=weights)
         glyphs = []
-        for c in classes:
-            seq = chars[c][int(rng.integers(0, len(chars[c])))]
-            glyph = style.glyph(seq) or renderers["noto"].glyph(seq)
+        for seq in seqs:
+            glyph = renderers[styles[style]].glyph(seq) or renderers["noto"].glyph(seq)
             assert glyph is not None
             glyphs.append(glyph)
         images[j] = np.asarray(render_scene(rng, glyphs))
-        labels[j, :k] = classes
+        labels[j, :len(classes)] = classes
     return images, labels
 
 
@@ -234,17 +257,18 @@ def sampling_prior(weights: NDArray[Any]) -> NDArray[Any]:
 
 def render_dataset(
     catalogue: list[ed.Emoji], n: int, seed: int, weights: NDArray[Any], workers: int,
-    style_dirs: dict[str, Path],
+    style_dirs: dict[str, Path], twins: bool = False,
 ) -> tuple[NDArray[Any], NDArray[Any]]:
+    """``n`` scenes; with ``twins``, scenes 2k and 2k+1 show the same emoji drawn twice."""
     chars = [[e.char, *e.variants] for e in catalogue]
     chunk = 2_000
-    jobs = [(seed, s, min(n, s + chunk), weights) for s in range(0, n, chunk)]
+    jobs = [(seed, s, min(n, s + chunk), weights, twins) for s in range(0, n, chunk)]
     ctx = mp.get_context("fork")
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     labels = np.empty((n, MAX_PER_SCENE), np.int32)
     with ctx.Pool(workers, initializer=_init_worker, initargs=(chars, style_dirs)) as pool:
         # filled chunk by chunk: concatenating parts would hold the dataset twice
-        for (_, start, stop, _), (imgs, labs) in zip(jobs, pool.imap(_render_chunk, jobs),
+        for (_, start, stop, _, _), (imgs, labs) in zip(jobs, pool.imap(_render_chunk, jobs),
                                                      strict=True):
             images[start:stop], labels[start:stop] = imgs, labs
     return images, labels
@@ -328,8 +352,9 @@ def train(
     weights = class_weights(catalogue, cfg.focus_weight)
     log_prior = torch.from_numpy(np.log(sampling_prior(weights))).float()
     t_text = time.monotonic()
+    twins = cfg.twin_weight > 0
     images, labels = render_dataset(catalogue, cfg.samples, cfg.seed, weights, cfg.workers,
-                                    style_dirs)
+                                    style_dirs, twins)
     # to the device after the rendering processes are forked: they never touch it
     proto, log_prior = proto.to(dev), log_prior.to(dev)
     t_render = time.monotonic()
@@ -375,11 +400,23 @@ def train(
         # so cosines to free-form policy prompts mean what they mean between texts
         centre = F.normalize(target @ proto, dim=-1)
         align = (1 - (emb * centre).sum(1)).mean()
-        return contrastive + cfg.align_weight * align
+        loss = contrastive + cfg.align_weight * align
+        if twins:  # the batch holds whole pairs, each twin beside its sibling
+            pair = emb.view(-1, 2, emb.shape[-1])
+            loss = loss + cfg.twin_weight * (1 - (pair[:, 0] * pair[:, 1]).sum(1)).mean()
+        return loss
+
+    def batch_of(order: NDArray[Any], b: int) -> NDArray[Any]:
+        if not twins:
+            return np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+        half = cfg.batch_size // 2  # the order is of pairs
+        pairs = np.sort(order[b * half:(b + 1) * half])
+        return np.asarray(np.stack([2 * pairs, 2 * pairs + 1], 1).ravel())
 
     for epoch in range(cfg.epochs):
         # each tower its own order of the scenes, so the towers do not learn in lockstep
-        orders = [torch.randperm(len(images), generator=gen).numpy() for _ in towers]
+        orders = [torch.randperm(len(images) // (2 if twins else 1), generator=gen).numpy()
+                  for _ in towers]
         running = 0.0
         for b in range(steps_per_epoch):
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
@@ -387,7 +424,7 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr
             loss = cast(torch.Tensor, sum(
-                tower_loss(t, np.sort(o[b * cfg.batch_size:(b + 1) * cfg.batch_size]))
+                tower_loss(t, batch_of(o, b))
                 for t, o in zip(towers, orders, strict=True))) / len(towers)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]

@@ -40,6 +40,19 @@ def test_rendering_is_seeded() -> None:
     assert not np.array_equal(a_img, c_img)
 
 
+def test_twin_scenes_show_the_same_emoji_drawn_anew_beside_the_usual_first_twin() -> None:
+    cat = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())[:40]
+    w = class_weights(cat, 4.0)
+    plain_img, plain_lab = render_dataset(cat, 40, seed=3, weights=w, workers=1, style_dirs={})
+    img, lab = render_dataset(cat, 40, seed=3, weights=w, workers=1, style_dirs={}, twins=True)
+    # the first of each pair is the scene the recipe draws there; the second its twin
+    np.testing.assert_array_equal(img[0::2], plain_img[0::2])
+    np.testing.assert_array_equal(lab[0::2], plain_lab[0::2])
+    np.testing.assert_array_equal(lab[1::2], lab[0::2])
+    assert not np.array_equal(lab[1::2], plain_lab[1::2])
+    assert all(not np.array_equal(a, b) for a, b in zip(img[0::2], img[1::2], strict=True))
+
+
 def test_scenes_show_one_to_three_emoji_or_none_as_the_background_class() -> None:
     cat = ed.renderable(ed.load_catalogue(), ed.NotoRenderer())[:40]
     _, labels = render_dataset(cat, 400, seed=1, weights=class_weights(cat, 1.0), workers=1,
@@ -98,18 +111,21 @@ def test_batch_norm_statistics_are_recomputed_from_the_given_scenes() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("bf16", "members", "tau", "average_from"),
-                         [(False, 1, 0.0, 0.0), (True, 1, 1.0, 0.0), (True, 2, 1.0, 0.5)])
+@pytest.mark.parametrize(("bf16", "members", "tau", "average_from", "twin_weight"),
+                         [(False, 1, 0.0, 0.0, 0.0), (True, 1, 1.0, 0.0, 8.0),
+                          (True, 2, 1.0, 0.5, 0.0)])
 def test_training_smoke_writes_a_loadable_bundle(tmp_path: Path, bf16: bool, members: int,
-                                                 tau: float, average_from: float) -> None:
+                                                 tau: float, average_from: float,
+                                                 twin_weight: float) -> None:
     cfg = TrainConfig(samples=128, epochs=1, batch_size=32, warmup_steps=1, class_limit=30,
                       workers=1, styles=("noto", "openmoji-line"), bf16=bf16, members=members,
-                      prior_correction=tau, average_from=average_from)
+                      prior_correction=tau, average_from=average_from, twin_weight=twin_weight)
     report = train_bundle(tmp_path, cfg)
     assert report["classes"] == 30 and len(report["epoch_loss"]) == 1  # type: ignore[arg-type]
     assert np.isfinite(report["epoch_loss"]).all()  # type: ignore[arg-type]
     bundle = load_bundle(tmp_path)
     assert bundle.manifest.training["config"]["samples"] == 128
+    assert bundle.manifest.training["config"]["twin_weight"] == twin_weight
     assert report["styles"] == {n: STYLE_MIX[n] for n in ("noto", "openmoji-line")}
     assert bundle.manifest.image.params.get("members", 1) == members
     assert bundle.image_param_count() == members * sum(
@@ -149,9 +165,10 @@ def test_the_train_command_runs_the_recipe_unless_told_otherwise(
     assert main(["models", "train", "--out", str(tmp_path), "--members", "1"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--prior-correction", "0.5"]) == 0
     assert main(["models", "train", "--out", str(tmp_path), "--average-from", "0.75"]) == 0
+    assert main(["models", "train", "--out", str(tmp_path), "--twin-weight", "8"]) == 0
     assert seen == [TrainConfig(), TrainConfig(epochs=2), TrainConfig(bf16=False),
                     TrainConfig(members=1), TrainConfig(prior_correction=0.5),
-                    TrainConfig(average_from=0.75)]
+                    TrainConfig(average_from=0.75), TrainConfig(twin_weight=8.0)]
 
 
 def _random_bundle(path: Path, members: int, seed: int) -> None:
