@@ -194,13 +194,17 @@ def render_scene(rng: np.random.Generator, glyphs: list[Image.Image]) -> Image.I
     return resize_center_crop(img, IMAGE_SIZE, resample)
 
 
+def _draw_style(rng: np.random.Generator, mix: NDArray[Any]) -> int:
+    return int(rng.choice(len(mix), p=mix))
+
+
 def _draw_content(rng: np.random.Generator, mix: NDArray[Any], weights: NDArray[Any],
                   chars: list[list[str]]) -> tuple[int, list[int], list[str]]:
-    """A scene's art style (an index into ``mix``), classes, and the sequence drawn for
-    each class; no classes: a scene without emoji."""
+    """A scene's art style (an index into ``mix``, style probabilities), classes, and the
+    sequence drawn for each class; no classes: a scene without emoji."""
     if rng.random() < EMPTY_SCENES:
         return -1, [], []
-    style = int(rng.choice(len(mix), p=mix / mix.sum()))
+    style = _draw_style(rng, mix)
     k = ed.sample_count(rng)
     classes = [int(c) for c in rng.choice(len(chars), size=k, replace=False, p=weights)]
     return style, classes, [chars[c][int(rng.integers(0, len(chars[c])))] for c in classes]
@@ -214,6 +218,7 @@ def _render_chunk(
     chars: list[list[str]] = _worker_state["chars"]  # type: ignore[assignment]
     styles = [s for s in STYLE_MIX if s in renderers]
     mix = np.array([STYLE_MIX[s] for s in styles])
+    mix = mix / mix.sum()
     n = stop - start
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     labels = np.full((n, MAX_PER_SCENE), -1, np.int32)
@@ -224,7 +229,7 @@ def _render_chunk(
             _, classes, seqs = _draw_content(np.random.default_rng([seed, i - 1]), mix,
                                              weights, chars)
             rng = np.random.default_rng([seed, i, 1])
-            style = int(rng.choice(len(mix), p=mix / mix.sum()))
+            style = _draw_style(rng, mix)
         else:
             rng = np.random.default_rng([seed, i])
             style, classes, seqs = _draw_content(rng, mix, weights, chars)
@@ -406,17 +411,16 @@ def train(
             loss = loss + cfg.twin_weight * (1 - (pair[:, 0] * pair[:, 1]).sum(1)).mean()
         return loss
 
+    unit = 2 if twins else 1  # scenes per item of an order: a twin pair stays together
+
     def batch_of(order: NDArray[Any], b: int) -> NDArray[Any]:
-        if not twins:
-            return np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-        half = cfg.batch_size // 2  # the order is of pairs
-        pairs = np.sort(order[b * half:(b + 1) * half])
-        return np.asarray(np.stack([2 * pairs, 2 * pairs + 1], 1).ravel())
+        per = cfg.batch_size // unit
+        items = np.sort(order[b * per:(b + 1) * per])
+        return np.asarray((items[:, None] * unit + np.arange(unit)).ravel())
 
     for epoch in range(cfg.epochs):
         # each tower its own order of the scenes, so the towers do not learn in lockstep
-        orders = [torch.randperm(len(images) // (2 if twins else 1), generator=gen).numpy()
-                  for _ in towers]
+        orders = [torch.randperm(len(images) // unit, generator=gen).numpy() for _ in towers]
         running = 0.0
         for b in range(steps_per_epoch):
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
