@@ -31,8 +31,9 @@ def load_image_tower(bundle: Bundle) -> nn.Module:
         widths = tuple(spec.params.get("widths", (24, 48, 96, 192)))
         mirror = bool(spec.params.get("mirror_view", False))
         members = int(spec.params.get("members", 1))
-        model: nn.Module = (EmojiCNNEnsemble(members, bundle.dim, widths, mirror) if members > 1
-                            else EmojiCNN(bundle.dim, widths, mirror_view=mirror))
+        views = tuple(int(s) for s in spec.params.get("view_sizes", ()))
+        model: nn.Module = (EmojiCNNEnsemble(members, bundle.dim, widths, mirror, views)
+                            if members > 1 else EmojiCNN(bundle.dim, widths, mirror, views))
         state = load_file(str(resolve_ref(bundle.dir, spec.weights)))
         try:
             model.load_state_dict(state)

@@ -1,5 +1,7 @@
 """ONNX export equals torch under onnxruntime; the TensorRT path's commands and configs."""
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,26 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(sess.run(["embedding"], feeds)[0])
 
 
-@pytest.mark.parametrize("which", ["demo", "tiny"])
+def demo_with_view_sizes(tmp: Path) -> Path:
+    """The demo bundle's weights with the multi-scale view on (resizing inside the graph)."""
+    out = tmp / "views"
+    shutil.copytree(load_bundle("demo").dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["image"]["params"]["view_sizes"] = [96, 112, 128]
+    manifest["image"]["preprocess"]["size"] = 128
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.mark.parametrize("which", ["demo", "views", "tiny"])
 def test_onnx_matches_torch(which: str, tiny_hf_bundle: Path, tmp_path: Path) -> None:
-    bundle = load_bundle("demo" if which == "demo" else tiny_hf_bundle)
-    paths = export_onnx(bundle, tmp_path)
+    where: str | Path = "demo"
+    if which == "views":
+        where = demo_with_view_sizes(tmp_path)
+    elif which == "tiny":
+        where = tiny_hf_bundle
+    bundle = load_bundle(where)
+    paths = export_onnx(bundle, tmp_path / "onnx")
     rng = np.random.default_rng(1)
     size = bundle.preprocess_spec.size
     for batch in (1, 5):  # the batch axis is dynamic
