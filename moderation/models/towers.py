@@ -66,8 +66,8 @@ class EmojiCNN(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if not self.view_sizes:
-            return self._embed_views(pixels)
-        views = [self._embed_views(self._resized(pixels, s)) for s in self.view_sizes]
+            return self._embed_with_mirror(pixels)
+        views = [self._embed_with_mirror(self._resized(pixels, s)) for s in self.view_sizes]
         return F.normalize(torch.stack(views).sum(0), dim=-1)
 
     @staticmethod
@@ -76,7 +76,7 @@ class EmojiCNN(nn.Module):
             return pixels
         return F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
 
-    def _embed_views(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _embed_with_mirror(self, pixels: torch.Tensor) -> torch.Tensor:
         if not self.mirror_view:
             return self._embed(pixels)
         image, mirror = self._embed(torch.cat([pixels, torch.flip(pixels, dims=[3])])).chunk(2)
