@@ -478,6 +478,10 @@ def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
 VERSION = "2.5.0"  # of the bundle make train writes
 
 
+def _sizes_in_words() -> str:
+    return ", ".join(str(s) for s in VIEW_SIZES[:-1]) + f" and {VIEW_SIZES[-1]}"
+
+
 def demo_manifest(logit_scale: float, training: dict[str, object],
                   members: int = 1, version: str = VERSION) -> Manifest:
     from moderation.models.bundle import ImageTowerSpec, Manifest, PreprocessSpec, TextTowerSpec
@@ -489,7 +493,7 @@ def demo_manifest(logit_scale: float, training: dict[str, object],
                      "art styles (Noto, Twemoji, OpenMoji, Fluent flat and 3D) and line art, "
                      "half the glyphs mirrored, against frozen all-MiniLM-L6-v2 caption "
                      "embeddings, the oversampled policy emoji's prior taken out of the "
-                     "training logits; embeds each image at 96, 112 and 128 px and its "
+                     f"training logits; embeds each image at {_sizes_in_words()} px and its "
                      "mirror image with each tower and averages"),
         embedding_dim=384,
         logit_scale=logit_scale,

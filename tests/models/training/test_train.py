@@ -230,3 +230,14 @@ def test_a_batch_from_a_tensor_is_the_batch_from_numpy() -> None:
     scenes = np.random.default_rng(0).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     np.testing.assert_array_equal(to_batch(torch.from_numpy(scenes)).numpy(),
                                   to_batch(scenes).numpy())
+
+
+def test_the_recipe_writes_the_committed_manifest() -> None:
+    """make train's manifest, given the committed run's learned scale and summary, is the
+    committed one: served the same way (sizes, views, preprocessing) under the same version."""
+    from moderation.models.training.train import demo_manifest
+
+    committed = load_bundle("demo").manifest
+    members = int(committed.image.params.get("members", 1))
+    written = demo_manifest(committed.logit_scale, committed.training, members)
+    assert written.model_dump() == committed.model_dump()
