@@ -479,7 +479,8 @@ VERSION = "2.5.0"  # of the bundle make train writes
 
 
 def _sizes_in_words() -> str:
-    return ", ".join(str(s) for s in VIEW_SIZES[:-1]) + f" and {VIEW_SIZES[-1]}"
+    *rest, last = VIEW_SIZES
+    return f"{', '.join(str(s) for s in rest)} and {last}" if rest else str(last)
 
 
 def demo_manifest(logit_scale: float, training: dict[str, object],
